@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create .venv and install the project (torch pinned, in the same pip command) when missing.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint format bench-quality clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo [DATA=../shared/data/mpd-dev]: synthetic (or your) MPD -> ingest -> split -> features -> baselines -> table
+demo: $(STAMP)
+	$(BIN)/llarapp demo $(if $(DATA),--data $(DATA))
+
+## make test: format check, lint, then every test
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## the issue's quality benchmark on the real dev playlists
+bench-quality: $(STAMP)
+	$(BIN)/llarapp benchmark quality --mpd ../shared/data/mpd-dev --out runs/quality.json
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

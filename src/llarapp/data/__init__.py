@@ -1,0 +1,1 @@
+"""Data stages: synthetic MPD, ingest (validate + quarantine), split into challenge cases."""

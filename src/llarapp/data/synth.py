@@ -1,0 +1,812 @@
+"""Synthetic Spotify Million Playlist Dataset (MPD) generator.
+
+Used by the demo and by every test: no test reads real data. The output looks like MPD
+statistically and carries learnable signal, so that both text-based and behavior-based
+recommenders beat a popularity baseline on it.
+
+File contract (what :func:`generate` writes):
+
+- One JSON file per slice, ``mpd.slice.{start}-{end}.json`` with ``end = start +
+  playlists_per_slice - 1`` (also for a last, partial slice, as in MPD). Files are UTF-8,
+  minified, and hold ``{"info": {"generated_on", "slice", "version"}, "playlists": [...]}``.
+- ``pid`` runs 0 .. n_playlists - 1 in file order; slice ``start-end`` holds pids start..end.
+- Full mode, every playlist has, in this key order: ``name``, ``collaborative`` (the strings
+  ``"false"``/``"true"``), ``pid``, ``modified_at`` (unix seconds, midnight UTC),
+  ``num_tracks``, ``num_albums``, ``num_followers``, ``tracks``, ``num_edits``,
+  ``duration_ms``, ``num_artists`` and, for about 8% of playlists, ``description`` (last).
+  Every track has ``pos`` (0-based, contiguous), ``artist_name``, ``track_uri``,
+  ``artist_uri``, ``track_name``, ``album_uri``, ``duration_ms``, ``album_name``.
+- Reduced mode (``reduced=True``) keeps only what the real ``mpd-dev`` set has: playlist
+  ``name``, ``pid``, ``num_tracks``, ``num_followers``, ``tracks``, ``num_edits``,
+  ``duration_ms``, ``num_artists`` (+ ``description`` sometimes); track ``artist_name``,
+  ``track_uri``, ``track_name`` (list order is the position). For a given seed the content is
+  the same as in full mode; only fields are dropped.
+- URIs are ``spotify:track:``/``spotify:artist:``/``spotify:album:`` + 22 base62 characters.
+- ``num_tracks`` is ``len(tracks)``; ``num_albums``/``num_artists`` count distinct URIs;
+  ``duration_ms`` is the sum over the playlist's rows.
+- Lengths are 5..250. About 4% of playlists contain one or two duplicated tracks (same
+  ``track_uri`` twice, as real MPD has); nothing else is invalid.
+- Output is deterministic for a seed: the same arguments give byte-identical files.
+
+How the signal is built: 18 genres/scenes each have a small vocabulary; artist, album and
+track names are built from their genre's words (plus a few shared generic words). Each genre
+splits its artists into 3 latent sub-scenes that titles do not reveal (only behavior does).
+Track popularity is Zipf-like (artist rank x track rank within the artist). A playlist draws
+mostly from one genre and sub-scene (sometimes a second, related genre), favouring popular
+tracks and a handful of "favourite" artists (which gives artist runs), plus a little noise
+from any genre. About 7% of rows on average are obscure tracks made for that playlist only
+(cold when hidden), still named from the genre's vocabulary. Titles use the genre's words,
+the genre's name, or, for about 15% of playlists, an uninformative generic title.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["GENERIC_WORDS", "GENRES", "generate"]
+
+# Genre -> (share of playlists, vocabulary). Vocabularies are disjoint across genres.
+GENRES: dict[str, tuple[float, tuple[str, ...]]] = {
+    "pop": (0.14, ("sugar", "candy", "glitter", "kiss", "crush", "sparkle", "diamond",
+                   "lipstick", "confetti", "bubblegum", "sweetheart", "champagne", "mirror",
+                   "pink", "starlight", "heartbeat", "radio", "popstar", "daydream", "cherry",
+                   "superstar", "magic", "stereo", "pop")),
+    "hip hop": (0.13, ("hustle", "block", "bounce", "flex", "trap", "money", "street", "hood",
+                       "drip", "cypher", "grind", "chain", "crown", "boss", "rap", "mic",
+                       "stack", "paper", "gang", "squad", "corner", "lit", "hip", "hop")),
+    "country": (0.08, ("whiskey", "truck", "dirt", "road", "boots", "barn", "cowboy", "tractor",
+                       "porch", "creek", "honky", "tonk", "rodeo", "pickup", "backroad",
+                       "southern", "hometown", "cornfield", "saddle", "bonfire", "tailgate",
+                       "moonshine", "fiddle", "country")),
+    "rock": (0.09, ("guitar", "stone", "highway", "rebel", "electric", "amp", "classic", "roll",
+                    "wild", "fire", "outlaw", "engine", "asphalt", "freeway", "rolling",
+                    "gasoline", "arena", "anthem", "legend", "cadillac", "jukebox", "leather",
+                    "revolution", "rock")),
+    "edm": (0.07, ("bass", "drop", "rave", "laser", "pulse", "festival", "neon", "synth",
+                   "techno", "house", "trance", "strobe", "euphoria", "circuit", "glow",
+                   "electro", "club", "hyper", "sonic", "tempo", "afterparty", "dubstep",
+                   "frequency", "edm")),
+    "chill": (0.07, ("lofi", "mellow", "rain", "sunday", "coffee", "calm", "cozy", "breeze",
+                     "drift", "haze", "slow", "sleepy", "pillow", "sunset", "dreamy", "cloud",
+                     "float", "lazy", "tea", "quiet", "study", "blanket", "serene", "chill")),
+    "indie": (0.06, ("bloom", "polaroid", "cardigan", "vinyl", "bicycle", "basement", "lantern",
+                     "fox", "orchard", "teenage", "youth", "wildflower", "attic", "cassette",
+                     "ghost", "sparrow", "kaleidoscope", "postcard", "tambourine", "alley",
+                     "wallpaper", "satellite", "indie", "alternative")),
+    "latin": (0.05, ("fuego", "corazón", "baila", "noche", "reggaeton", "salsa", "playa",
+                     "caliente", "mami", "amor", "fiesta", "ritmo", "bachata", "cumbia", "sol",
+                     "luna", "perreo", "tropical", "chica", "vida", "bésame", "loco", "mambo",
+                     "latino")),
+    "soul": (0.05, ("velvet", "groove", "funk", "smooth", "honey", "satin", "motown", "silk",
+                    "rhythm", "blues", "soulful", "gospel", "mercy", "tender", "caramel",
+                    "candlelight", "jam", "boogie", "heartache", "brother", "sister", "r&b",
+                    "slowjam", "soul")),
+    "jazz": (0.03, ("saxophone", "swing", "bebop", "trumpet", "bourbon", "speakeasy",
+                    "cocktail", "lounge", "smoky", "bossa", "brass", "scat", "ragtime",
+                    "martini", "harlem", "fedora", "improv", "bluenote", "downtown",
+                    "standards", "cool", "sax", "trombone", "jazz")),
+    "classical": (0.025, ("sonata", "symphony", "nocturne", "concerto", "prelude", "requiem",
+                          "adagio", "allegro", "opus", "etude", "waltz", "minuet", "fugue",
+                          "cello", "violin", "orchestra", "overture", "aria", "cantata",
+                          "serenade", "piano", "baroque", "string", "classical")),
+    "metal": (0.03, ("iron", "doom", "thunder", "skull", "blood", "steel", "inferno", "raven",
+                     "chaos", "grave", "abyss", "dragon", "fury", "wrath", "serpent", "throne",
+                     "legion", "black", "storm", "hammer", "crypt", "venom", "blade", "metal")),
+    "punk": (0.025, ("riot", "anarchy", "safety", "pin", "spit", "garage", "loud", "fast",
+                     "skate", "dropout", "suburb", "mohawk", "sneer", "broken", "slam", "pogo",
+                     "misfit", "fuzz", "wreck", "trash", "rage", "boredom", "stitches",
+                     "punk")),
+    "folk": (0.03, ("banjo", "river", "mountain", "cabin", "harvest", "willow", "meadow",
+                    "timber", "pine", "wander", "valley", "shepherd", "kettle", "hearth",
+                    "mandolin", "prairie", "holler", "ballad", "northern", "campfire",
+                    "woodland", "tide", "wayfarer", "folk")),
+    "k-pop": (0.02, ("seoul", "idol", "hallyu", "oppa", "fandom", "comeback", "debut", "aegyo",
+                     "maknae", "bias", "lightstick", "kpop", "saranghae", "hanbok", "chingu",
+                     "daebak", "unnie", "hwaiting", "pastel", "galaxy", "twinkle", "mochi",
+                     "strawberry", "k-pop")),
+    "workout": (0.04, ("cardio", "pump", "gym", "sweat", "lift", "sprint", "hiit", "run",
+                       "reps", "gains", "beast", "power", "burn", "muscle", "treadmill",
+                       "squat", "bench", "motivation", "stamina", "marathon", "spin",
+                       "crossfit", "adrenaline", "workout")),
+    "kids": (0.015, ("puppy", "dinosaur", "bubbles", "rainbow", "teddy", "lullaby", "giggle",
+                     "bunny", "playground", "crayon", "piggy", "alphabet", "sandbox", "balloon",
+                     "monkey", "unicorn", "sing", "nursery", "toy", "duck", "pajama", "cookie",
+                     "cartoon", "kids")),
+    "christmas": (0.03, ("christmas", "snow", "sleigh", "jingle", "bells", "reindeer", "holly",
+                         "mistletoe", "santa", "frosty", "winter", "merry", "noel", "carol",
+                         "ornament", "chimney", "snowflake", "eggnog", "cocoa", "yuletide",
+                         "gingerbread", "stocking", "tinsel", "xmas")),
+}  # fmt: skip
+
+GENERIC_WORDS: tuple[str, ...] = (
+    "love", "night", "songs", "mix", "vibes", "favorites", "best", "music", "good", "time",
+    "summer", "life", "feels", "day", "new", "old",
+)  # fmt: skip
+
+# Titles that say nothing about the genre.
+_GENERIC_TITLES = (
+    "my mix", "favorites", "songs", "good vibes", "new playlist", "music", "mix", "my songs",
+    "summer", "playlist", "best songs", "all time favorites", "feels", "vibes", "love songs",
+    "day", "new", "old but good", "summer mix", "night",
+)  # fmt: skip
+
+# Related genres for two-genre playlists.
+_NEIGHBOURS: tuple[tuple[str, str], ...] = (
+    ("pop", "k-pop"), ("pop", "edm"), ("pop", "latin"), ("pop", "soul"), ("hip hop", "soul"),
+    ("hip hop", "workout"), ("hip hop", "latin"), ("country", "folk"), ("country", "rock"),
+    ("rock", "metal"), ("rock", "punk"), ("rock", "indie"), ("edm", "workout"),
+    ("chill", "jazz"), ("chill", "indie"), ("indie", "folk"), ("jazz", "soul"),
+    ("jazz", "classical"), ("classical", "chill"), ("metal", "punk"), ("kids", "christmas"),
+    ("kids", "pop"), ("christmas", "jazz"),
+)  # fmt: skip
+
+# Artist-name forms per genre ({A}, {B}: capitalised genre words); shared forms are added.
+_ARTIST_FORMS: dict[str, tuple[str, ...]] = {
+    "pop": ("{A} Girl", "{A} & The {B}s"),
+    "hip hop": ("Lil {A}", "MC {A}", "Young {A}", "Big {A}", "{A} {B} Gang"),
+    "country": ("The {A} Brothers", "{A} {B} Band"),
+    "rock": ("The {A}s", "{A} {B} Machine"),
+    "edm": ("DJ {A}", "{A}{B}", "{A} {B} Project"),
+    "chill": ("{A} {B} Collective", "{A} Sessions"),
+    "indie": ("The {A} {B}s", "{A} Club"),
+    "latin": ("Los {A}s", "La {A}", "DJ {A}"),
+    "soul": ("{A} {B} Experience", "Sister {A}"),
+    "jazz": ("{A} Trio", "The {A} {B} Quintet"),
+    "classical": ("{A} Orchestra", "{A} String Quartet", "{A} Ensemble"),
+    "metal": ("{A} of {B}", "{A}{B}", "Black {A}"),
+    "punk": ("The {A}s", "{A} Kids"),
+    "folk": ("The {A} {B} Band", "{A} & {B}"),
+    "k-pop": ("{A}{B}", "{A} Girls", "{A} Boys"),
+    "workout": ("{A} Squad", "{A} {B} Crew"),
+    "kids": ("The {A} Friends", "{A} and Friends"),
+    "christmas": ("The {A} Singers", "{A} Choir"),
+}
+_SHARED_ARTIST_FORMS = ("{A} {B}", "The {A} {B}", "{F} {A}")
+_FIRST_NAMES = (
+    "Jay", "Lena", "Marco", "Nia", "Theo", "Ava", "Kai", "Rosa", "Milo", "Zoe", "Ezra", "Ivy",
+    "Leo", "Maya", "Omar", "Ruby", "Sami", "Tess", "Vic", "Wren",
+)  # fmt: skip
+_CONNECTORS = ("on", "in the", "of", "and", "for", "with", "at", "under the", "my", "your")
+_TRACK_SUFFIXES = (" - Remastered", " - Radio Edit", " - Live", " - Acoustic", " - Remix")
+_ALBUM_FORMS = ("{A} {B}", "{A}", "{A} {B}", "The {A} Sessions", "{A} EP", "Live at {A}",
+                "{A} {B} (Deluxe)", "Greatest Hits")  # fmt: skip
+_BASE62 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+
+_N_SCENES = 3
+_MIN_GENRE_TRACKS = 300  # so a 250-track playlist never runs out of candidates
+_OFF_SCENE = 0.12  # weight of another sub-scene's artists relative to the own scene
+_GENERATED_ON = "2017-12-03 08:41:42.057563"
+_VERSION = "v1"
+_DAY = 86_400
+_LAST_DAY = 17_471  # 2017-11-01 in days since the epoch
+_FIRST_DAY = 14_610  # 2010-01-01
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_str = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept as UTF-8
+
+
+def _uris(rng: np.random.Generator, kind: str, n: int) -> list[str]:
+    """Draws ``n`` Spotify URIs ``spotify:{kind}:`` + 22 base62 characters."""
+    if n == 0:
+        return []
+    chars = _BASE62[rng.integers(0, 62, size=(n, 22))]
+    ids = np.ascontiguousarray(chars).view("<U22").ravel()
+    prefix = f"spotify:{kind}:"
+    return [prefix + s for s in ids.tolist()]
+
+
+def _cap(word: str) -> str:
+    return word[:1].upper() + word[1:]
+
+
+_CAP_VOCAB = {g: tuple(_cap(w) for w in words) for g, (_, words) in GENRES.items()}
+_CAP_GENERIC = tuple(_cap(w) for w in GENERIC_WORDS)
+
+
+def _two_words(vocab: tuple[str, ...], i: int, j: int) -> tuple[str, str]:
+    """Two different words of ``vocab`` chosen by the random ints ``i`` and ``j``."""
+    v = len(vocab)
+    return vocab[i % v], vocab[(i + 1 + j % (v - 1)) % v]
+
+
+def _track_name(cap_vocab: tuple[str, ...], r: list[int], artist_names: list[str]) -> str:
+    """Builds a track name from capitalised genre words and 7 random non-negative ints ``r``."""
+    a, b = _two_words(cap_vocab, r[1], r[2])
+    g = _CAP_GENERIC[r[3] % len(_CAP_GENERIC)]
+    form = r[0] % 10
+    if form <= 1:
+        name = a
+    elif form <= 3:
+        name = f"{a} {b}"
+    elif form <= 5:
+        name = f"{a} {_CONNECTORS[r[4] % len(_CONNECTORS)].title()} {b}"
+    elif form == 6:
+        name = f"{a} {g}"
+    elif form == 7:
+        name = f"{g} {_CONNECTORS[r[4] % len(_CONNECTORS)].title()} {a}"
+    elif form == 8:
+        name = f"The {a} {b}"
+    else:
+        name = f"{a} {b} {g}"
+    s = r[5] % 100
+    if s < 4 and artist_names:
+        name += f" (feat. {artist_names[r[6] % len(artist_names)]})"
+    elif s < 12:
+        name += _TRACK_SUFFIXES[r[6] % len(_TRACK_SUFFIXES)]
+    return name
+
+
+def _artist_name(genre: str, r: list[int]) -> str:
+    """Builds an artist name of ``genre`` from 4 random non-negative ints ``r``."""
+    forms = _ARTIST_FORMS[genre] + _SHARED_ARTIST_FORMS
+    a, b = _two_words(_CAP_VOCAB[genre], r[1], r[2])
+    f = _FIRST_NAMES[r[3] % len(_FIRST_NAMES)]
+    return forms[r[0] % len(forms)].format(A=a, B=b, F=f)
+
+
+def _album_name(genre: str, r: list[int]) -> str:
+    """Builds an album name of ``genre`` from 3 random non-negative ints ``r``."""
+    a, b = _two_words(_CAP_VOCAB[genre], r[1], r[2])
+    return _ALBUM_FORMS[r[0] % len(_ALBUM_FORMS)].format(A=a, B=b)
+
+
+def _durations(rng: np.random.Generator, classical: np.ndarray) -> np.ndarray:
+    """Track lengths in ms, log-normal around 3:35 (5:30 for classical tracks)."""
+    median = np.where(classical, 330_000.0, 215_000.0)
+    d = median * rng.lognormal(0.0, 0.3, size=len(classical))
+    return np.clip(d, 30_000, 1_200_000).astype(np.int64)
+
+
+def _weighted_distinct(rng: np.random.Generator, weights: np.ndarray, k: int) -> np.ndarray:
+    """Weighted sampling of ``k`` distinct indices (Efraimidis-Spirakis keys), any order."""
+    n = len(weights)
+    if k >= n:
+        return np.arange(n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    keys = np.log(rng.random(n)) / weights
+    return np.argpartition(-keys, k - 1)[:k]
+
+
+def _cdf(weights: np.ndarray) -> np.ndarray:
+    """Cumulative weights scaled to end at 1, for :func:`_draw_distinct`."""
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    cdf[-1] = 2.0  # so that a uniform draw in [0, 1) never falls past the end
+    return cdf
+
+
+def _draw_distinct(
+    rng: np.random.Generator,
+    cdf: np.ndarray,
+    weights: np.ndarray,
+    need: int,
+    chosen: set[int],
+    out: list[int],
+) -> None:
+    """Appends ``need`` indices not in ``chosen`` to ``out``, drawn by ``weights``.
+
+    Drawing with replacement (by ``cdf``, from :func:`_cdf`) and skipping repeats is
+    sequential weighted sampling without replacement; after a few rounds the rest is taken by
+    weighted keys over what is left.
+    """
+    for _ in range(5):
+        if need <= 0:
+            return
+        for t in np.searchsorted(cdf, rng.random(need + need // 2 + 8), side="right").tolist():
+            if t not in chosen:
+                chosen.add(t)
+                out.append(t)
+                need -= 1
+                if need == 0:
+                    return
+    taken = np.fromiter(chosen, dtype=np.int64, count=len(chosen))
+    left = np.setdiff1d(np.arange(len(weights)), taken)
+    picks = left[_weighted_distinct(rng, weights[left], need)].tolist()
+    chosen.update(picks)
+    out.extend(picks)
+
+
+@dataclass
+class _Genre:
+    """One genre's part of the catalog (its tracks are contiguous and sorted by artist)."""
+
+    name: str
+    vocab: tuple[str, ...]
+    start: int  # catalog index of the first track
+    pop: np.ndarray  # track popularity, sums to 1 within the genre
+    track_w: list[np.ndarray]  # per scene: track popularity x scene preference
+    track_cdf: list[np.ndarray]  # per scene: _cdf(track_w)
+    artist_w: list[np.ndarray]  # per scene: artist popularity x scene preference
+    artist_cdf: list[np.ndarray]  # per scene: _cdf(artist_w)
+    artist_tracks: list[range]  # local track indices of each artist
+    artist_start: np.ndarray  # local index of each artist's first track
+    artist_count: np.ndarray  # tracks per artist
+    artist_ids: np.ndarray  # global id of each local artist
+    artist_names: list[str]
+    artist_uris: list[str]
+
+
+class _Catalog:
+    """The warm track catalog, with each track's JSON pre-serialised for both modes."""
+
+    def __init__(self, rng: np.random.Generator, n_tracks: int) -> None:
+        names = list(GENRES)
+        shares = np.array([GENRES[g][0] for g in names])
+        self.genre_names = names
+        self.genre_share = shares / shares.sum()
+        size_share = self.genre_share**0.7
+        size_share /= size_share.sum()
+        self.genres: list[_Genre] = []
+        self.frag_full: list[str] = []  # track object without its leading '{"pos":i,'
+        self.frag_red: list[str] = []  # whole reduced track object
+        artists: list[np.ndarray] = []
+        albums: list[np.ndarray] = []
+        durations: list[np.ndarray] = []
+        pops: list[np.ndarray] = []
+        n_artists = n_albums = start = 0
+        for gi, gname in enumerate(names):
+            vocab = GENRES[gname][1]
+            target = max(_MIN_GENRE_TRACKS, round(n_tracks * size_share[gi]))
+            # Artists -> albums -> tracks, about 9 tracks per artist.
+            n_art = max(8, math.ceil(target / 9))
+            alb_per_art = 1 + rng.poisson(0.9, size=n_art)
+            n_alb = int(alb_per_art.sum())
+            trk_per_alb = rng.integers(2, 14, size=n_alb)
+            alb_artist = np.repeat(np.arange(n_art), alb_per_art)
+            trk_album = np.repeat(np.arange(n_alb), trk_per_alb)
+            trk_artist = alb_artist[trk_album]
+            n_trk = len(trk_album)
+            art_count = np.bincount(trk_artist, minlength=n_art)
+            art_start = np.concatenate([[0], np.cumsum(art_count)[:-1]])
+            # Zipf-like popularity: artist rank x track rank within its artist x noise.
+            art_pop = (1.0 + rng.permutation(n_art)) ** -0.8
+            art_pop /= art_pop.sum()
+            art_scene = rng.integers(0, _N_SCENES, size=n_art)
+            trk_pop = art_pop[trk_artist] * (1.0 + rng.permutation(n_trk) % 12) ** -1.0
+            trk_pop *= rng.lognormal(0.0, 0.5, size=n_trk)
+            trk_pop /= trk_pop.sum()
+            trk_scene = art_scene[trk_artist]
+            track_w = [trk_pop * np.where(trk_scene == s, 1.0, _OFF_SCENE) for s in range(3)]
+            artist_w = [art_pop * np.where(art_scene == s, 1.0, _OFF_SCENE) for s in range(3)]
+            # Names and URIs.
+            r_art = rng.integers(0, 1 << 30, size=(n_art, 4)).tolist()
+            seen: set[str] = set()
+            art_names: list[str] = []
+            for r in r_art:
+                name = _artist_name(gname, r)
+                if name in seen:
+                    name = f"{_FIRST_NAMES[(r[3] >> 8) % len(_FIRST_NAMES)]} {name}"
+                base, k = name, 2
+                while name in seen:
+                    name = f"{base} {k}"
+                    k += 1
+                seen.add(name)
+                art_names.append(name)
+            art_uris = _uris(rng, "artist", n_art)
+            r_alb = rng.integers(0, 1 << 30, (n_alb, 3)).tolist()
+            alb_names = [_album_name(gname, r) for r in r_alb]
+            alb_uris = _uris(rng, "album", n_alb)
+            r_trk = rng.integers(0, 1 << 30, size=(n_trk, 7)).tolist()
+            trk_uris = _uris(rng, "track", n_trk)
+            dur = _durations(rng, np.full(n_trk, gname == "classical"))
+            cap_vocab = _CAP_VOCAB[gname]
+            art_json = [_str(s) for s in art_names]
+            alb_json = [_str(s) for s in alb_names]
+            for i, (a, b, d) in enumerate(
+                zip(trk_artist.tolist(), trk_album.tolist(), dur.tolist(), strict=True)
+            ):
+                tname = _str(_track_name(cap_vocab, r_trk[i], art_names))
+                self.frag_full.append(
+                    f'"artist_name":{art_json[a]},"track_uri":"{trk_uris[i]}",'
+                    f'"artist_uri":"{art_uris[a]}","track_name":{tname},'
+                    f'"album_uri":"{alb_uris[b]}","duration_ms":{d},"album_name":{alb_json[b]}}}'
+                )
+                self.frag_red.append(
+                    f'{{"artist_name":{art_json[a]},"track_uri":"{trk_uris[i]}",'
+                    f'"track_name":{tname}}}'
+                )
+            self.genres.append(
+                _Genre(
+                    name=gname,
+                    vocab=vocab,
+                    start=start,
+                    pop=trk_pop,
+                    track_w=track_w,
+                    track_cdf=[_cdf(w) for w in track_w],
+                    artist_w=artist_w,
+                    artist_cdf=[_cdf(w) for w in artist_w],
+                    artist_tracks=[
+                        range(s, s + c)
+                        for s, c in zip(art_start.tolist(), art_count.tolist(), strict=True)
+                    ],
+                    artist_start=art_start,
+                    artist_count=art_count,
+                    artist_ids=n_artists + np.arange(n_art),
+                    artist_names=art_names,
+                    artist_uris=art_uris,
+                )
+            )
+            artists.append(n_artists + trk_artist)
+            albums.append(n_albums + trk_album)
+            durations.append(dur)
+            pops.append(trk_pop * self.genre_share[gi])
+            n_artists += n_art
+            n_albums += n_alb
+            start += n_trk
+        self.n_tracks = start
+        self.n_artists = n_artists
+        self.n_albums = n_albums
+        self.track_artist = np.concatenate(artists)
+        self.track_album = np.concatenate(albums)
+        self.track_duration = np.concatenate(durations)
+        self.global_cdf = _cdf(np.concatenate(pops))
+        self.neighbours: list[list[int]] = [[] for _ in names]
+        for a, b in _NEIGHBOURS:
+            ia, ib = names.index(a), names.index(b)
+            self.neighbours[ia].append(ib)
+            self.neighbours[ib].append(ia)
+
+
+class _Generator:
+    """Draws playlists from a :class:`_Catalog` and serialises them slice by slice."""
+
+    def __init__(self, n_playlists: int, seed: int, reduced: bool) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.reduced = reduced
+        n_catalog = min(3_000_000, max(4_000, 4 * n_playlists))
+        self.cat = _Catalog(self.rng, n_catalog)
+
+    def _genre_part(
+        self, gi: int, n: int, scene: int, n_fav_tracks: int, n_fav_artists: int
+    ) -> list[int]:
+        """Draws ``n`` distinct catalog tracks of genre ``gi``, some by favourite artists."""
+        rng = self.rng
+        g = self.cat.genres[gi]
+        chosen: set[int] = set()
+        out: list[int] = []
+        if n_fav_tracks > 0:
+            fav: list[int] = []
+            n_fav = min(n_fav_artists, len(g.artist_tracks))
+            _draw_distinct(rng, g.artist_cdf[scene], g.artist_w[scene], n_fav, set(), fav)
+            cand = np.array([t for a in fav for t in g.artist_tracks[a]])
+            picks = cand[_weighted_distinct(rng, g.pop[cand], n_fav_tracks)].tolist()
+            chosen.update(picks)
+            out.extend(picks)
+        _draw_distinct(rng, g.track_cdf[scene], g.track_w[scene], n - len(out), chosen, out)
+        start = g.start
+        return [start + t for t in out]
+
+    def _cold(self, genre: np.ndarray) -> tuple[list[int], list[int], list[int], list[str]]:
+        """Makes obscure tracks, one per entry of ``genre``, each for one playlist row only.
+
+        Returns:
+            Artist ids, album ids, durations and JSON fragments (as in the catalog).
+        """
+        rng = self.rng
+        cat = self.cat
+        n = len(genre)
+        rows = rng.integers(0, 1 << 30, size=(n, 13)).tolist()
+        uris = _uris(rng, "track", n)
+        alb_uris = _uris(rng, "album", n)
+        new_art_uris = _uris(rng, "artist", n)
+        durs = _durations(rng, genre == cat.genre_names.index("classical")).tolist()
+        next_artist = cat.n_artists
+        arts: list[int] = []
+        albs = list(range(cat.n_albums, cat.n_albums + n))  # every cold track: a new album
+        frags: list[str] = []
+        for j, (gi, r) in enumerate(zip(genre.tolist(), rows, strict=True)):
+            g = cat.genres[gi]
+            if r[8] % 5 < 3:  # a deep cut by a known artist
+                local = r[9] % len(g.artist_names)
+                arts.append(int(g.artist_ids[local]))
+                a_name, a_uri = g.artist_names[local], g.artist_uris[local]
+            else:  # an unknown artist
+                arts.append(next_artist)
+                next_artist += 1
+                a_name, a_uri = _artist_name(g.name, r[9:13]), new_art_uris[j]
+            t_name = _str(_track_name(_CAP_VOCAB[g.name], r, g.artist_names))
+            if self.reduced:
+                frags.append(
+                    f'{{"artist_name":{_str(a_name)},"track_uri":"{uris[j]}",'
+                    f'"track_name":{t_name}}}'
+                )
+            else:
+                alb_name = _str(_album_name(g.name, r[10:13]))
+                frags.append(
+                    f'"artist_name":{_str(a_name)},"track_uri":"{uris[j]}",'
+                    f'"artist_uri":"{a_uri}","track_name":{t_name},"album_uri":"{alb_uris[j]}",'
+                    f'"duration_ms":{durs[j]},"album_name":{alb_name}}}'
+                )
+        return arts, albs, durs, frags
+
+    def _title(self, gi: int, r: list[int]) -> str:
+        gname = self.cat.genre_names[gi]
+        a, b = _two_words(GENRES[gname][1], r[1], r[2])
+        gen = GENERIC_WORDS[r[3] % len(GENERIC_WORDS)]
+        form = r[0] % 100
+        if form < 15:
+            title = _GENERIC_TITLES[r[4] % len(_GENERIC_TITLES)]
+        elif form < 30:
+            title = gname if r[4] % 2 else f"{gname} {gen}"
+        elif form < 55:
+            title = a
+        elif form < 75:
+            title = f"{a} {b}"
+        elif form < 92:
+            title = f"{a} {gen}" if r[4] % 2 else f"{gen} {a}"
+        else:
+            title = f"{a} {b} {gen}"
+        case = r[5] % 20
+        if case < 9:
+            return title.lower()
+        if case < 16:
+            return " ".join(_cap(w) for w in title.split(" "))
+        if case < 18:
+            return title.upper()
+        return _cap(title)
+
+    def _description(self, gi: int, r: list[int]) -> str:
+        a, b = _two_words(GENRES[self.cat.genre_names[gi]][1], r[6], r[7])
+        forms = (
+            f"songs for a {a} {b} kind of day",
+            f"{a}, {b} and more",
+            f"all the {a} {GENERIC_WORDS[r[3] % len(GENERIC_WORDS)]} you need",
+            f"my favorite {a} tracks",
+        )
+        return forms[r[8] % len(forms)]
+
+    def run(self, n: int, out_dir: Path, per_slice: int) -> list[Path]:
+        """Draws ``n`` playlists and writes them; returns the slice paths."""
+        rng = self.rng
+        cat = self.cat
+        n_genres = len(cat.genre_names)
+        # Playlist-level draws, vectorised. Lengths: log-normal truncated to 5..250.
+        lengths = np.empty(0, dtype=np.int64)
+        while len(lengths) < n:
+            x = np.round(rng.lognormal(math.log(68.0), 0.8, size=2 * n + 16))
+            lengths = np.concatenate([lengths, x[(x >= 5) & (x <= 250)].astype(np.int64)])
+        lengths = lengths[:n]
+        genre = rng.choice(n_genres, size=n, p=cat.genre_share)
+        r_pl = rng.integers(0, 1 << 30, size=(n, 12)).tolist()
+        # A second, usually related genre for 20% of playlists.
+        two = (rng.random(n) < 0.2).tolist()
+        genre2 = np.full(n, -1, dtype=np.int64)
+        for pid, (gi, is_two, r) in enumerate(zip(genre.tolist(), two, r_pl, strict=True)):
+            if is_two:
+                nb = cat.neighbours[gi]
+                if nb and r[9] % 4:
+                    genre2[pid] = nb[r[10] % len(nb)]
+                else:
+                    genre2[pid] = (gi + 1 + r[10] % (n_genres - 1)) % n_genres
+        # Row budget: cold (obscure) rows, noise rows, main and second genre rows.
+        n_cold = np.minimum(rng.binomial(lengths, rng.beta(1.1, 14.0, size=n)), lengths - 3)
+        rest = lengths - n_cold
+        n_noise = np.where(rest >= 10, rng.binomial(rest, 0.03), 0)
+        rest = rest - n_noise
+        share2 = rng.uniform(0.15, 0.45, size=n)
+        n2 = np.where(genre2 >= 0, np.round(rest * share2), 0).astype(np.int64)
+        n1 = rest - n2
+        scenes = rng.integers(0, _N_SCENES, size=(n, 2))
+        fav_share = rng.uniform(0.2, 0.7, size=n)
+        nf1 = rng.binomial(n1, fav_share)
+        nf2 = rng.binomial(n2, fav_share * 0.5)
+        per_fav = rng.lognormal(math.log(2.5), 0.6, size=n)
+        k1 = np.maximum(1, np.round(nf1 / per_fav)).astype(np.int64)
+        k2 = np.maximum(1, np.round(nf2 / per_fav)).astype(np.int64)
+        p_run = rng.uniform(0.2, 0.9, size=n)
+        n_dup = np.where(rng.random(n) < 0.04, 1 + (rng.random(n) < 0.3), 0)
+        followers = 1 + np.minimum(np.floor(rng.pareto(1.3, size=n) * 0.5), 100_000)
+        day = _LAST_DAY - np.floor(rng.exponential(420.0, size=n))
+        modified = (np.maximum(day, _FIRST_DAY) * _DAY).astype(np.int64)
+        collaborative = rng.random(n) < 0.02
+        edit_rate = rng.uniform(0.03, 0.35, size=n)
+        # Cold tracks for all playlists at once: 80% of the main genre, 20% of the second.
+        owner = np.repeat(np.arange(n), n_cold)
+        use2 = (genre2[owner] >= 0) & (rng.random(len(owner)) < 0.2)
+        cold = self._cold(np.where(use2, genre2[owner], genre[owner]))
+        cold_end = np.cumsum(n_cold).tolist()
+        cols = zip(
+            *(
+                a.tolist()
+                for a in (genre, genre2, n_noise, n1, n2, nf1, nf2, k1, k2, scenes[:, 0],
+                          scenes[:, 1], p_run, n_dup, followers.astype(np.int64), modified,
+                          collaborative, edit_rate)
+            ),
+            strict=True,
+        )  # fmt: skip
+        paths: list[Path] = []
+        for s_start in range(0, n, per_slice):
+            s_end = s_start + per_slice - 1
+            chunks: list[str] = []
+            for pid in range(s_start, min(n, s_start + per_slice)):
+                (gi, g2, nn, a1, a2, f1, f2, q1, q2, sc1, sc2, pr, nd, fol, mod, col, er) = next(
+                    cols
+                )
+                warm = self._genre_part(gi, a1, sc1, f1, q1)
+                if a2 > 0:
+                    warm += self._genre_part(g2, a2, sc2, f2, q2)
+                if nn:
+                    taken = set(warm)
+                    draws = np.searchsorted(cat.global_cdf, rng.random(nn), side="right")
+                    for t in draws.tolist():
+                        if t not in taken:
+                            taken.add(t)
+                            warm.append(t)
+                lo, hi = (cold_end[pid - 1] if pid else 0), cold_end[pid]
+                rows = self._rows(warm, [c[lo:hi] for c in cold], pr, nd)
+                r = r_pl[pid]
+                title = self._title(gi, r)
+                desc = self._description(gi, r) if r[11] % 100 < 8 else None
+                chunks.append(self._serialise(pid, rows, title, desc, col, mod, fol, er))
+            info = _ENCODER.encode(
+                {"generated_on": _GENERATED_ON, "slice": f"{s_start}-{s_end}", "version": _VERSION}
+            )
+            path = out_dir / f"mpd.slice.{s_start}-{s_end}.json"
+            text = '{"info":' + info + ',"playlists":[' + ",".join(chunks) + "]}"
+            path.write_bytes(text.encode("utf-8"))
+            paths.append(path)
+        return paths
+
+    def _rows(
+        self, warm: list[int], cold: list[list], p_run: float, n_dup: int
+    ) -> tuple[list[str], int, int, int]:
+        """Joins warm and cold rows, orders them with artist runs and adds duplicates.
+
+        Args:
+            warm: Catalog indices.
+            cold: This playlist's cold rows: artist ids, album ids, durations, fragments.
+            p_run: Chance that a track is placed right behind its artist's first track.
+            n_dup: Number of duplicated rows to add.
+
+        Returns:
+            The rows' JSON fragments (full mode: without the leading ``{"pos":i,``), and the
+            playlist's number of distinct artists, of distinct albums and total duration.
+        """
+        rng = self.rng
+        cat = self.cat
+        idx = np.array(warm, dtype=np.int64)
+        frag_src = cat.frag_red if self.reduced else cat.frag_full
+        frags = [frag_src[t] for t in warm] + cold[3]
+        artist_list = cat.track_artist[idx].tolist() + cold[0]
+        n = len(frags)
+        # Random order, then artist runs: with probability p_run a track moves right behind
+        # the first track (in the random order) of its artist.
+        u = rng.random(2 * n).tolist()
+        heads: list[int] = []
+        first_of: dict[int, int] = {}
+        runs: dict[int, list[int]] = {}
+        for i in sorted(range(n), key=u.__getitem__):
+            a = artist_list[i]
+            first = first_of.get(a)
+            if first is None:
+                first_of[a] = i
+                runs[i] = []
+                heads.append(i)
+            elif u[n + i] < p_run:
+                runs[first].append(i)
+            else:
+                heads.append(i)
+        order: list[int] = []
+        for i in heads:
+            order.append(i)
+            run = runs.get(i)
+            if run:
+                order.extend(run)
+        frags = [frags[i] for i in order]
+        durs = cat.track_duration[idx].tolist() + cold[2]
+        duration = sum(durs)
+        n_artists = len(set(artist_list))
+        n_albums = len(set(cat.track_album[idx].tolist() + cold[1]))
+        # A few playlists repeat a track, as real MPD does (never beyond 250 rows).
+        if n_dup and n + n_dup <= 250:
+            for src, u in zip(
+                rng.integers(0, n, size=n_dup).tolist(), rng.random(n_dup).tolist(), strict=True
+            ):
+                dst = src + 1 + int(u * (len(frags) - src))
+                frags.insert(dst, frags[src])
+                order.insert(dst, order[src])
+                duration += durs[order[src]]
+        return frags, n_artists, n_albums, duration
+
+    def _serialise(
+        self,
+        pid: int,
+        rows: tuple[list[str], int, int, int],
+        name: str,
+        description: str | None,
+        collaborative: bool,
+        modified_at: int,
+        followers: int,
+        edit_rate: float,
+    ) -> str:
+        """One playlist as a JSON object string, keys in MPD order."""
+        frags, n_artists, n_albums, duration = rows
+        n = len(frags)
+        if self.reduced:
+            items = frags
+            head: dict[str, object] = {
+                "name": name,
+                "pid": pid,
+                "num_tracks": n,
+                "num_followers": followers,
+            }
+        else:
+            items = [f'{{"pos":{i},{frag}' for i, frag in enumerate(frags)]
+            head = {
+                "name": name,
+                "collaborative": "true" if collaborative else "false",
+                "pid": pid,
+                "modified_at": modified_at,
+                "num_tracks": n,
+                "num_albums": n_albums,
+                "num_followers": followers,
+            }
+        tail: dict[str, object] = {
+            "num_edits": max(1, round(n * edit_rate) + (modified_at // _DAY) % 3),
+            "duration_ms": duration,
+            "num_artists": n_artists,
+        }
+        if description is not None:
+            tail["description"] = description
+        return (
+            _ENCODER.encode(head)[:-1]
+            + ',"tracks":['
+            + ",".join(items)
+            + "],"
+            + _ENCODER.encode(tail)[1:]
+        )
+
+
+def generate(
+    n_playlists: int,
+    out_dir: Path | str,
+    *,
+    seed: int = 0,
+    playlists_per_slice: int = 1000,
+    reduced: bool = False,
+) -> list[Path]:
+    """Writes a synthetic MPD as slice files (see the module docstring for the contract).
+
+    Args:
+        n_playlists: Number of playlists to write (>= 1); pids are 0..n_playlists - 1.
+        out_dir: Folder for the slice files; created if missing. Existing slice files with
+            the same names are overwritten; other files are left alone.
+        seed: Seed of the only random generator used; same arguments, same bytes.
+        playlists_per_slice: Playlists per slice file (>= 1); real MPD uses 1000.
+        reduced: Write only the fields the real ``mpd-dev`` set has (same content otherwise).
+
+    Returns:
+        The slice file paths, in pid order.
+
+    Raises:
+        ValueError: If ``n_playlists`` or ``playlists_per_slice`` is below 1.
+    """
+    if n_playlists < 1:
+        raise ValueError(f"synth.generate: n_playlists must be >= 1, got {n_playlists}")
+    if playlists_per_slice < 1:
+        raise ValueError(
+            f"synth.generate: playlists_per_slice must be >= 1, got {playlists_per_slice}"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    paths = _Generator(n_playlists, seed, reduced).run(n_playlists, out, playlists_per_slice)
+    logger.info(
+        "synth: wrote %d playlists in %d slice file(s) to %s (seed=%d, reduced=%s) in %.2fs",
+        n_playlists,
+        len(paths),
+        out,
+        seed,
+        reduced,
+        time.perf_counter() - t0,
+    )
+    return paths

@@ -1,0 +1,1 @@
+"""Features: MiniLM text vectors and ALS behavior vectors."""

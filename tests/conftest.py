@@ -1,0 +1,38 @@
+"""Shared fixtures: a private embedding cache, synthetic MPD data, an ingested + split copy."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep every test's embeddings out of the user's cache."""
+    os.environ["LLARAPP_CACHE"] = str(tmp_path_factory.mktemp("llarapp-cache"))
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    from llarapp.data.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(1200, out, seed=7, playlists_per_slice=400)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared(synth_dir, tmp_path_factory):
+    """(data_dir, split_dir) of the synthetic set, ingested and split."""
+    from llarapp.config import SplitConfig
+    from llarapp.data.ingest import ingest
+    from llarapp.data.split import split
+
+    work = tmp_path_factory.mktemp("prepared")
+    ingest(str(synth_dir), work / "data")
+    split(work / "data", work / "split", SplitConfig(seed=3))
+    return work / "data", work / "split"
