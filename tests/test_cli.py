@@ -47,7 +47,18 @@ def test_bad_arguments_exit_nonzero(capsys):
 @pytest.mark.integration
 def test_quality_benchmark_end_to_end(synth_dir, tmp_path, capsys):
     out = tmp_path / "quality.json"
-    assert main(["benchmark", "quality", "--mpd", str(synth_dir), "--out", str(out)]) == 0
+    baselines = "most_popular,item_knn,als,title_knn"
+    args = [
+        "benchmark",
+        "quality",
+        "--mpd",
+        str(synth_dir),
+        "--out",
+        str(out),
+        "--models",
+        baselines,
+    ]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| model |" in printed and "ndcg per category" in printed
     result = json.loads(out.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -43,7 +44,7 @@ def test_cases_partition_their_playlist(tables):
         assert len(row.hidden_uris) >= max(5, cat.n_seeds // 2)
         if not cat.random:
             assert list(row.seed_uris) == full[: cat.n_seeds]
-        assert (row.title is None) == (not cat.title)
+        assert pd.isna(row.title) == (not cat.title)
 
 
 def test_no_leakage_and_cold_flags_are_exact(prepared, tables):

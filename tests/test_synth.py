@@ -36,38 +36,31 @@ def _load(paths: list[Path]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    """1,500 playlists (full mode) for the statistical checks."""
-    return _load(generate(1500, tmp_path_factory.mktemp("big"), seed=7, playlists_per_slice=500))
+    """800 playlists (full mode) for the statistical checks."""
+    return _load(generate(800, tmp_path_factory.mktemp("big"), seed=7, playlists_per_slice=300))
 
 
-def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
-    a = generate(120, tmp_path / "a", seed=3, playlists_per_slice=50)
-    b = generate(120, tmp_path / "b", seed=3, playlists_per_slice=50)
-    c = generate(120, tmp_path / "c", seed=4, playlists_per_slice=50)
-    assert [p.name for p in a] == [p.name for p in b] == [p.name for p in c]
+def test_determinism_slice_naming_and_info(tmp_path: Path) -> None:
+    a = generate(25, tmp_path / "a", seed=3, playlists_per_slice=10)
+    b = generate(25, tmp_path / "b", seed=3, playlists_per_slice=10)
+    c = generate(25, tmp_path / "c", seed=4, playlists_per_slice=10)
+    # Same seed, same bytes; another seed, other content.
     for pa, pb in zip(a, b, strict=True):
         assert pa.read_bytes() == pb.read_bytes()
-    assert a[0].read_bytes() != c[0].read_bytes()
-
-
-def test_slice_naming_counts_and_info(tmp_path: Path) -> None:
-    paths = generate(250, tmp_path, seed=0, playlists_per_slice=100)
+    assert all(pa.read_bytes() != pc.read_bytes() for pa, pc in zip(a, c, strict=True))
     # end = start + playlists_per_slice - 1, also for the last, partial slice (as MPD names it)
-    assert [p.name for p in paths] == [
-        "mpd.slice.0-99.json",
-        "mpd.slice.100-199.json",
-        "mpd.slice.200-299.json",
-    ]
-    assert all(p.parent == tmp_path for p in paths)
+    names = ["mpd.slice.0-9.json", "mpd.slice.10-19.json", "mpd.slice.20-29.json"]
+    assert [p.name for p in a] == [p.name for p in c] == names
+    assert sorted((tmp_path / "a").iterdir()) == sorted(a)
     pids = []
-    for path, start, count in zip(paths, (0, 100, 200), (100, 100, 50), strict=True):
+    for path, start, count in zip(a, (0, 10, 20), (10, 10, 5), strict=True):
         data = json.loads(path.read_text(encoding="utf-8"))
         assert list(data) == ["info", "playlists"]
         assert set(data["info"]) == {"generated_on", "slice", "version"}
-        assert data["info"]["slice"] == f"{start}-{start + 99}"
+        assert data["info"]["slice"] == f"{start}-{start + 9}"
         assert len(data["playlists"]) == count
         pids += [p["pid"] for p in data["playlists"]]
-    assert pids == list(range(250))
+    assert pids == list(range(25))
 
 
 def test_full_schema_and_consistency(big: list[dict]) -> None:
@@ -88,23 +81,26 @@ def test_full_schema_and_consistency(big: list[dict]) -> None:
         tracks = p["tracks"]
         assert p["num_tracks"] == len(tracks)
         assert [t["pos"] for t in tracks] == list(range(len(tracks)))
-        for t in tracks:
-            assert list(t) == FULL_TRACK_KEYS
-            assert URI["track"].match(t["track_uri"])
-            assert URI["artist"].match(t["artist_uri"])
-            assert URI["album"].match(t["album_uri"])
-            assert t["track_name"] and t["artist_name"] and t["album_name"]
-            assert 30_000 <= t["duration_ms"] <= 1_200_000
+        assert all(list(t) == FULL_TRACK_KEYS for t in tracks)
+        assert all(t["track_name"] and t["artist_name"] and t["album_name"] for t in tracks)
+        assert all(30_000 <= t["duration_ms"] <= 1_200_000 for t in tracks)
         assert p["num_artists"] == len({t["artist_uri"] for t in tracks})
         assert p["num_albums"] == len({t["album_uri"] for t in tracks})
         assert p["duration_ms"] == sum(t["duration_ms"] for t in tracks)
     assert 0.02 < n_desc / len(big) < 0.2
+    for kind in ("track", "artist", "album"):
+        uris = {t[f"{kind}_uri"] for p in big for t in p["tracks"]}
+        assert all(URI[kind].match(u) for u in uris)
 
 
 def test_reduced_schema_is_a_projection_of_full(tmp_path: Path) -> None:
-    full = _load(generate(150, tmp_path / "full", seed=5, playlists_per_slice=40))
-    reduced = _load(generate(150, tmp_path / "red", seed=5, playlists_per_slice=40, reduced=True))
-    assert len(reduced) == len(full) == 150
+    full_paths = generate(80, tmp_path / "full", seed=5)
+    reduced_paths = generate(80, tmp_path / "red", seed=5, reduced=True)
+    # Default: 1000 playlists per slice.
+    assert [p.name for p in full_paths] == [p.name for p in reduced_paths]
+    assert [p.name for p in full_paths] == ["mpd.slice.0-999.json"]
+    full, reduced = _load(full_paths), _load(reduced_paths)
+    assert len(reduced) == len(full) == 80
     for pr, pf in zip(reduced, full, strict=True):
         keys = list(pr)
         if keys[-1] == "description":

@@ -95,8 +95,37 @@ def cmd_quality(args: argparse.Namespace) -> None:
     print(f"\nJSON: {args.out}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from llarapp.config import SplitConfig
+    from llarapp.data.ingest import ingest
+    from llarapp.data.split import split
+    from llarapp.training.llara import LlaraTrainConfig, train_llara
+
+    config = LlaraTrainConfig(epochs=args.epochs, curriculum=args.curriculum, seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="llarapp-train-") as tmp:
+        work = Path(args.work or tmp)
+        ingest(args.mpd, work / "data", max_playlists=args.max_playlists)
+        split(work / "data", work / "split", SplitConfig(seed=args.seed))
+        model = train_llara(work / "data", work / "split", args.out, config)
+    report = model.report
+    print(json.dumps({k: report[k] for k in ("train_cases", "valid_cases", "seconds")}, indent=2))
+    print(f"best validation NDCG {report['history'][-1]['best_valid_ndcg']:.4f}")
+    print(f"model: {args.out}  (MLflow run {report['history'][-1]['mlflow_run_id']})")
+
+
+def cmd_lastfm(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.lastfm import format_table, run_lastfm
+
+    models = args.models.split(",") if args.models else None
+    result = run_lastfm(args.data, args.split, args.out, seeds=args.seeds, scorers=models)
+    print(format_table(result))
+    print(f"\nJSON: {args.out}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from llarapp.benchmark.quality import format_tables, run_quality
+    from llarapp.benchmark.quality import BASELINES, format_tables, run_quality
     from llarapp.data.synth import generate
 
     work = Path(args.work)
@@ -107,7 +136,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         generate(args.playlists, data, seed=args.seed)
         print(f"synthetic MPD: {args.playlists} playlists in {data}")
     out = work / "quality.json"
-    result = run_quality(data, out, seed=args.seed, work_dir=work / "bench")
+    models = [*BASELINES, "llara++"]
+    result = run_quality(data, out, seed=args.seed, work_dir=work / "bench", models=models)
     print(format_tables(result))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
     print(f"tables (ingest, split), quarantine and report: {work / 'bench' / 'data'}")
@@ -176,8 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None, help="keep intermediate tables here")
     p.set_defaults(fn=cmd_quality)
 
+    p = bench.add_parser("llara-lastfm", help="the LLaRA paper's LastFM protocol (HR@1)")
+    p.add_argument("--data", required=True, help="folder with train_data.jsonl, Val_data.jsonl")
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--seeds", type=_positive, default=5, help="candidate draws to average")
+    p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
+    p.set_defaults(fn=cmd_lastfm)
+
+    p = groups.add_parser("train", help="train LLaRA++ (features, ALS, projectors, ranker)")
+    p.add_argument("--mpd", required=True, help="MPD slices: folder, glob or s3:// URI")
+    p.add_argument("--out", required=True, help="MODEL_DIR: everything export and serving need")
+    p.add_argument("--work", default=None, help="keep the ingest and split tables here")
+    p.add_argument("--epochs", type=_positive, default=10)
+    p.add_argument("--curriculum", choices=("linear", "none", "text-only"), default="linear")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-playlists", type=_positive, default=None)
+    p.set_defaults(fn=cmd_train)
+
     p = groups.add_parser("demo", help="synthetic data -> the whole local run -> summary")
-    p.add_argument("--playlists", type=_positive, default=3000)
+    p.add_argument("--playlists", type=_positive, default=2000)
     p.add_argument("--data", default=None, help="MPD slices to use instead of synthetic data")
     p.add_argument("--work", default="runs/demo", help="output folder")
     p.add_argument("--seed", type=int, default=0)

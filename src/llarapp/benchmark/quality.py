@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llarapp.benchmark.timing import timed
 from llarapp.config import SplitConfig, TuneConfig
 from llarapp.data.dataset import EvalCase, TrainSet, artist_lookup, load_cases, load_train
 from llarapp.data.ingest import ingest
@@ -47,9 +46,11 @@ class BenchContext:
     tune: TuneConfig
     encoder: TextEncoder  # shared: every title is embedded once per run
     tuning: dict[str, list[dict]] = field(default_factory=dict)  # entries record trials here
+    shared: dict[str, object] = field(default_factory=dict)  # work entries share
 
 
 BenchEntry = Callable[[BenchContext], Recommender]
+BASELINES = ("most_popular", "item_knn", "als", "title_knn")
 _ENTRIES: dict[str, BenchEntry] = {}
 
 
@@ -93,12 +94,35 @@ def _title_knn(ctx: BenchContext) -> Recommender:
     return model
 
 
-@contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    seconds[stage] = round(time.perf_counter() - start, 2)
-    log.info("stage %s: %.1f s", stage, seconds[stage])
+def _llara(ctx: BenchContext, curriculum: str) -> Recommender:
+    from llarapp.training.llara import LlaraTrainConfig, prepare_llara, train_llara
+
+    config = LlaraTrainConfig(curriculum=curriculum)
+    if "llara_prepared" not in ctx.shared:  # the ablations share features and retrieval
+        ctx.shared["llara_prepared"] = prepare_llara(
+            ctx.data_dir, ctx.split_dir, config, ctx.encoder
+        )
+    model = train_llara(
+        ctx.data_dir,
+        ctx.split_dir,
+        ctx.work_dir / "models" / model_name(curriculum).replace("/", "-"),
+        config,
+        encoder=ctx.encoder,
+        prepared=ctx.shared["llara_prepared"],
+    )
+    ctx.tuning[model_name(curriculum)] = model.report["history"]
+    return model
+
+
+def model_name(curriculum: str) -> str:
+    """Benchmark row of a curriculum: the full model and its two ablations."""
+    return {"linear": "llara++", "text-only": "llara++/text-only", "none": "llara++/no-curriculum"}[
+        curriculum
+    ]
+
+
+for _curriculum in ("linear", "text-only", "none"):
+    benchmark_model(model_name(_curriculum))(lambda ctx, c=_curriculum: _llara(ctx, c))
 
 
 def run_quality(
@@ -121,11 +145,11 @@ def run_quality(
     with tempfile.TemporaryDirectory(prefix="llarapp-bench-") as tmp:
         work = Path(work_dir or tmp)
         seconds: dict[str, float] = {}
-        with _timed(seconds, "ingest"):
+        with timed(seconds, "ingest"):
             report = ingest(mpd, work / "data", max_playlists=max_playlists)
-        with _timed(seconds, "split"):
+        with timed(seconds, "split"):
             split_report = split(work / "data", work / "split", SplitConfig(seed=seed))
-        with _timed(seconds, "load"):
+        with timed(seconds, "load"):
             ctx = BenchContext(
                 data_dir=work / "data",
                 split_dir=work / "split",
@@ -137,16 +161,16 @@ def run_quality(
                 encoder=TextEncoder(default_cache_dir()),
             )
             test = load_cases(work / "data", work / "split", "test")
-        with _timed(seconds, "text_features"):
+        with timed(seconds, "text_features"):
             titles = {str(t) for t in ctx.train.titles}
             titles |= {c.case.title for c in (*ctx.valid, *test) if c.case.title}
             ctx.encoder.encode(sorted(titles))
             ctx.encoder.flush()
         results = {}
         for name in models:
-            with _timed(seconds, f"fit:{name}"):
+            with timed(seconds, f"fit:{name}"):
                 model = _ENTRIES[name](ctx)
-            with _timed(seconds, f"evaluate:{name}"):
+            with timed(seconds, f"evaluate:{name}"):
                 results[name] = evaluate(model, test, artist_of=ctx.artist_of, k=k)
             if name in ctx.tuning:
                 results[name]["tuning"] = ctx.tuning[name]

@@ -78,12 +78,16 @@ class TrainSet:
     def n_items(self) -> int:
         return len(self.track_uris)
 
-    def track_texts(self) -> list[str]:
-        """Encoder text of every catalogue track, aligned with ``track_uris``."""
-        return [
-            Track(n, a, album_name=al or None).text
-            for n, a, al in zip(self.track_names, self.artist_names, self.album_names, strict=True)
-        ]
+
+def str_or_none(value) -> str | None:
+    """A non-empty string, or None for null / NaN / "" (pandas 2 and 3 spell nulls differently)."""
+    return value if isinstance(value, str) and value else None
+
+
+def track_texts(tracks) -> list[str]:
+    """Encoder text of every row of a tracks table (track, artist, album columns)."""
+    columns = (tracks[c] for c in ("track_name", "artist_name", "album_name"))
+    return [Track(n, a, album_name=str_or_none(al)).text for n, a, al in zip(*columns, strict=True)]
 
 
 def _read_tracks(data_dir: Path):
@@ -140,10 +144,12 @@ def load_cases(
     for row in cases.itertuples(index=False):
         meta = tracks.loc[list(row.seed_uris)] if len(row.seed_uris) else tracks.iloc[:0]
         seeds = tuple(
-            Track(r.track_name, r.artist_name, uri, r.album_name or None)
+            Track(r.track_name, r.artist_name, uri, str_or_none(r.album_name))
             for uri, r in zip(row.seed_uris, meta.itertuples(index=False), strict=True)
         )
-        case = Case(title=row.title, seeds=seeds, pid=int(row.pid), category=row.category)
+        case = Case(
+            title=str_or_none(row.title), seeds=seeds, pid=int(row.pid), category=row.category
+        )
         out.append(EvalCase(case, fold, tuple(row.hidden_uris), tuple(row.hidden_cold)))
     return out
 

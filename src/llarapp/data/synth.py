@@ -32,11 +32,17 @@ How the signal is built: 18 genres/scenes each have a small vocabulary; artist, 
 track names are built from their genre's words (plus a few shared generic words). Each genre
 splits its artists into 3 latent sub-scenes that titles do not reveal (only behavior does).
 Track popularity is Zipf-like (artist rank x track rank within the artist). A playlist draws
-mostly from one genre and sub-scene (sometimes a second, related genre), favouring popular
-tracks and a handful of "favourite" artists (which gives artist runs), plus a little noise
-from any genre. About 7% of rows on average are obscure tracks made for that playlist only
-(cold when hidden), still named from the genre's vocabulary. Titles use the genre's words,
-the genre's name, or, for about 15% of playlists, an uninformative generic title.
+mostly from one genre and sub-scene (20% of playlists mix in a second, usually related
+genre), favouring popular tracks and a handful of "favourite" artists (which, with the
+ordering, gives artist runs), plus about 3% noise from any genre. Titles use one or two of
+the genre's words or the genre's name (mixed case, sometimes with a generic word); about 15%
+are generic ("my mix") and say nothing. A title's genre words are the playlist's theme: 10-35%
+of its main-genre rows are tracks whose name or artist has one of them. About 7% of rows on
+average are obscure tracks made for that playlist only (cold when hidden), still named from
+the genre's vocabulary (40% of them with a theme word), so text can predict them.
+
+Scale: the warm catalog has about 6 tracks per playlist (at least 5,400); slices are written
+one at a time, so memory stays around 100 MB for 10,000 playlists.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +92,7 @@ GENRES: dict[str, tuple[float, tuple[str, ...]]] = {
     "latin": (0.05, ("fuego", "corazón", "baila", "noche", "reggaeton", "salsa", "playa",
                      "caliente", "mami", "amor", "fiesta", "ritmo", "bachata", "cumbia", "sol",
                      "luna", "perreo", "tropical", "chica", "vida", "bésame", "loco", "mambo",
-                     "latino")),
+                     "latin")),
     "soul": (0.05, ("velvet", "groove", "funk", "smooth", "honey", "satin", "motown", "silk",
                     "rhythm", "blues", "soulful", "gospel", "mercy", "tender", "caramel",
                     "candlelight", "jam", "boogie", "heartache", "brother", "sister", "r&b",
@@ -201,6 +208,14 @@ def _uris(rng: np.random.Generator, kind: str, n: int) -> list[str]:
     ids = np.ascontiguousarray(chars).view("<U22").ravel()
     prefix = f"spotify:{kind}:"
     return [prefix + s for s in ids.tolist()]
+
+
+_TOKEN = re.compile(r"[\w&'-]+")
+
+
+def _tokens(text: str) -> list[str]:
+    """Lower-case word tokens of ``text`` (keeps ``r&b``, ``k-pop``)."""
+    return _TOKEN.findall(text.lower())
 
 
 def _cap(word: str) -> str:
@@ -320,7 +335,6 @@ class _Genre:
     """One genre's part of the catalog (its tracks are contiguous and sorted by artist)."""
 
     name: str
-    vocab: tuple[str, ...]
     start: int  # catalog index of the first track
     pop: np.ndarray  # track popularity, sums to 1 within the genre
     track_w: list[np.ndarray]  # per scene: track popularity x scene preference
@@ -328,17 +342,24 @@ class _Genre:
     artist_w: list[np.ndarray]  # per scene: artist popularity x scene preference
     artist_cdf: list[np.ndarray]  # per scene: _cdf(artist_w)
     artist_tracks: list[range]  # local track indices of each artist
-    artist_start: np.ndarray  # local index of each artist's first track
-    artist_count: np.ndarray  # tracks per artist
     artist_ids: np.ndarray  # global id of each local artist
     artist_names: list[str]
     artist_uris: list[str]
+    word_tracks: list[np.ndarray]  # per vocabulary word: local tracks whose text has it
+    word_cdf: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # (word, scene)
+
+    def theme_cdf(self, word: int, scene: int) -> np.ndarray:
+        """Draw cdf over ``word_tracks[word]`` (non-empty) for a playlist of ``scene``."""
+        cdf = self.word_cdf.get((word, scene))
+        if cdf is None:
+            cdf = self.word_cdf[(word, scene)] = _cdf(self.track_w[scene][self.word_tracks[word]])
+        return cdf
 
 
 class _Catalog:
-    """The warm track catalog, with each track's JSON pre-serialised for both modes."""
+    """The warm track catalog, with each track's JSON pre-serialised (full or reduced)."""
 
-    def __init__(self, rng: np.random.Generator, n_tracks: int) -> None:
+    def __init__(self, rng: np.random.Generator, n_tracks: int, reduced: bool) -> None:
         names = list(GENRES)
         shares = np.array([GENRES[g][0] for g in names])
         self.genre_names = names
@@ -346,8 +367,8 @@ class _Catalog:
         size_share = self.genre_share**0.7
         size_share /= size_share.sum()
         self.genres: list[_Genre] = []
-        self.frag_full: list[str] = []  # track object without its leading '{"pos":i,'
-        self.frag_red: list[str] = []  # whole reduced track object
+        # Full mode: the track object without its leading '{"pos":i,'; reduced: all of it.
+        self.frags: list[str] = []
         artists: list[np.ndarray] = []
         albums: list[np.ndarray] = []
         durations: list[np.ndarray] = []
@@ -356,19 +377,26 @@ class _Catalog:
         for gi, gname in enumerate(names):
             vocab = GENRES[gname][1]
             target = max(_MIN_GENRE_TRACKS, round(n_tracks * size_share[gi]))
-            # Artists -> albums -> tracks, about 9 tracks per artist.
-            n_art = max(8, math.ceil(target / 9))
+            # Artists -> albums (1.9 on average) -> tracks (7.5 per album): as many artists as
+            # it takes to reach the target number of tracks.
+            n_art = math.ceil(target / 14.25 * 1.5) + 8
             alb_per_art = 1 + rng.poisson(0.9, size=n_art)
+            trk_per_alb = rng.integers(2, 14, size=int(alb_per_art.sum()))
+            per_art = np.add.reduceat(trk_per_alb, np.cumsum(alb_per_art) - alb_per_art)
+            n_art = min(n_art, max(8, int(np.searchsorted(np.cumsum(per_art), target)) + 1))
+            alb_per_art = alb_per_art[:n_art]
             n_alb = int(alb_per_art.sum())
-            trk_per_alb = rng.integers(2, 14, size=n_alb)
+            trk_per_alb = trk_per_alb[:n_alb]
             alb_artist = np.repeat(np.arange(n_art), alb_per_art)
             trk_album = np.repeat(np.arange(n_alb), trk_per_alb)
             trk_artist = alb_artist[trk_album]
             n_trk = len(trk_album)
+            if n_trk < _MIN_GENRE_TRACKS:  # practically impossible (1.5x surplus of artists)
+                raise RuntimeError(f"synth: genre {gname!r} got only {n_trk} tracks")
             art_count = np.bincount(trk_artist, minlength=n_art)
             art_start = np.concatenate([[0], np.cumsum(art_count)[:-1]])
             # Zipf-like popularity: artist rank x track rank within its artist x noise.
-            art_pop = (1.0 + rng.permutation(n_art)) ** -0.8
+            art_pop = (1.0 + rng.permutation(n_art)) ** -0.7
             art_pop /= art_pop.sum()
             art_scene = rng.integers(0, _N_SCENES, size=n_art)
             trk_pop = art_pop[trk_artist] * (1.0 + rng.permutation(n_trk) % 12) ** -1.0
@@ -401,23 +429,33 @@ class _Catalog:
             cap_vocab = _CAP_VOCAB[gname]
             art_json = [_str(s) for s in art_names]
             alb_json = [_str(s) for s in alb_names]
+            word_index = {w: k for k, w in enumerate(vocab)}
+            art_words = [{word_index[w] for w in _tokens(s) if w in word_index} for s in art_names]
+            word_tracks: list[list[int]] = [[] for _ in vocab]
             for i, (a, b, d) in enumerate(
                 zip(trk_artist.tolist(), trk_album.tolist(), dur.tolist(), strict=True)
             ):
-                tname = _str(_track_name(cap_vocab, r_trk[i], art_names))
-                self.frag_full.append(
-                    f'"artist_name":{art_json[a]},"track_uri":"{trk_uris[i]}",'
-                    f'"artist_uri":"{art_uris[a]}","track_name":{tname},'
-                    f'"album_uri":"{alb_uris[b]}","duration_ms":{d},"album_name":{alb_json[b]}}}'
-                )
-                self.frag_red.append(
-                    f'{{"artist_name":{art_json[a]},"track_uri":"{trk_uris[i]}",'
-                    f'"track_name":{tname}}}'
-                )
+                raw_name = _track_name(cap_vocab, r_trk[i], art_names)
+                for k in art_words[a].union(
+                    word_index[w] for w in _tokens(raw_name) if w in word_index
+                ):
+                    word_tracks[k].append(i)
+                tname = _str(raw_name)
+                if reduced:
+                    self.frags.append(
+                        f'{{"artist_name":{art_json[a]},"track_uri":"{trk_uris[i]}",'
+                        f'"track_name":{tname}}}'
+                    )
+                else:
+                    self.frags.append(
+                        f'"artist_name":{art_json[a]},"track_uri":"{trk_uris[i]}",'
+                        f'"artist_uri":"{art_uris[a]}","track_name":{tname},'
+                        f'"album_uri":"{alb_uris[b]}","duration_ms":{d},'
+                        f'"album_name":{alb_json[b]}}}'
+                    )
             self.genres.append(
                 _Genre(
                     name=gname,
-                    vocab=vocab,
                     start=start,
                     pop=trk_pop,
                     track_w=track_w,
@@ -428,11 +466,10 @@ class _Catalog:
                         range(s, s + c)
                         for s, c in zip(art_start.tolist(), art_count.tolist(), strict=True)
                     ],
-                    artist_start=art_start,
-                    artist_count=art_count,
                     artist_ids=n_artists + np.arange(n_art),
                     artist_names=art_names,
                     artist_uris=art_uris,
+                    word_tracks=[np.array(t, dtype=np.int64) for t in word_tracks],
                 )
             )
             artists.append(n_artists + trk_artist)
@@ -462,31 +499,62 @@ class _Generator:
     def __init__(self, n_playlists: int, seed: int, reduced: bool) -> None:
         self.rng = np.random.default_rng(seed)
         self.reduced = reduced
-        n_catalog = min(3_000_000, max(4_000, 4 * n_playlists))
-        self.cat = _Catalog(self.rng, n_catalog)
+        n_catalog = min(3_000_000, max(4_000, 6 * n_playlists))
+        self.cat = _Catalog(self.rng, n_catalog, reduced)
 
     def _genre_part(
-        self, gi: int, n: int, scene: int, n_fav_tracks: int, n_fav_artists: int
+        self,
+        gi: int,
+        n: int,
+        scene: int,
+        n_fav_tracks: int,
+        n_fav_artists: int,
+        theme: tuple[int, ...] = (),
+        n_theme: int = 0,
     ) -> list[int]:
-        """Draws ``n`` distinct catalog tracks of genre ``gi``, some by favourite artists."""
+        """Draws ``n`` distinct catalog tracks of genre ``gi``.
+
+        First about ``n_theme`` tracks whose text has a ``theme`` word (the title's words),
+        then ``n_fav_tracks`` by a few favourite artists, then the rest by popularity.
+        """
         rng = self.rng
         g = self.cat.genres[gi]
         chosen: set[int] = set()
         out: list[int] = []
+        for k, word in enumerate(theme):
+            need = (n_theme + k) // len(theme)  # split n_theme over the words
+            tracks = g.word_tracks[word]
+            if not need or not len(tracks):
+                continue
+            picks: list[int] = []
+            cdf = g.theme_cdf(word, scene)
+            _draw_distinct(rng, cdf, g.track_w[scene][tracks], need, set(), picks)
+            for t in tracks[picks].tolist():
+                if t not in chosen:
+                    chosen.add(t)
+                    out.append(t)
+        n_fav_tracks = min(n_fav_tracks, n - len(out))
         if n_fav_tracks > 0:
             fav: list[int] = []
             n_fav = min(n_fav_artists, len(g.artist_tracks))
             _draw_distinct(rng, g.artist_cdf[scene], g.artist_w[scene], n_fav, set(), fav)
             cand = np.array([t for a in fav for t in g.artist_tracks[a]])
-            picks = cand[_weighted_distinct(rng, g.pop[cand], n_fav_tracks)].tolist()
-            chosen.update(picks)
-            out.extend(picks)
+            for t in cand[_weighted_distinct(rng, g.pop[cand], n_fav_tracks)].tolist():
+                if t not in chosen:
+                    chosen.add(t)
+                    out.append(t)
         _draw_distinct(rng, g.track_cdf[scene], g.track_w[scene], n - len(out), chosen, out)
         start = g.start
         return [start + t for t in out]
 
-    def _cold(self, genre: np.ndarray) -> tuple[list[int], list[int], list[int], list[str]]:
+    def _cold(
+        self, genre: np.ndarray, theme_word: list[int]
+    ) -> tuple[list[int], list[int], list[int], list[str]]:
         """Makes obscure tracks, one per entry of ``genre``, each for one playlist row only.
+
+        Args:
+            genre: Genre of each new track.
+            theme_word: Per track, a vocabulary index its name must use, or -1.
 
         Returns:
             Artist ids, album ids, durations and JSON fragments (as in the catalog).
@@ -503,8 +571,10 @@ class _Generator:
         arts: list[int] = []
         albs = list(range(cat.n_albums, cat.n_albums + n))  # every cold track: a new album
         frags: list[str] = []
-        for j, (gi, r) in enumerate(zip(genre.tolist(), rows, strict=True)):
+        for j, (gi, r, word) in enumerate(zip(genre.tolist(), rows, theme_word, strict=True)):
             g = cat.genres[gi]
+            if word >= 0:
+                r[1] = word
             if r[8] % 5 < 3:  # a deep cut by a known artist
                 local = r[9] % len(g.artist_names)
                 arts.append(int(g.artist_ids[local]))
@@ -528,31 +598,43 @@ class _Generator:
                 )
         return arts, albs, durs, frags
 
-    def _title(self, gi: int, r: list[int]) -> str:
+    def _title(self, gi: int, r: list[int]) -> tuple[str, tuple[int, ...]]:
+        """A playlist title for genre ``gi`` and its theme: the genre words it uses.
+
+        Returns:
+            The title and the vocabulary indices of the genre words in it.
+        """
         gname = self.cat.genre_names[gi]
-        a, b = _two_words(GENRES[gname][1], r[1], r[2])
+        vocab = GENRES[gname][1]
+        v = len(vocab)
+        ia, ib = r[1] % v, (r[1] + 1 + r[2] % (v - 1)) % v
+        a, b = vocab[ia], vocab[ib]
         gen = GENERIC_WORDS[r[3] % len(GENERIC_WORDS)]
         form = r[0] % 100
+        theme: tuple[int, ...] = (ia,)
         if form < 15:
-            title = _GENERIC_TITLES[r[4] % len(_GENERIC_TITLES)]
+            title, theme = _GENERIC_TITLES[r[4] % len(_GENERIC_TITLES)], ()
         elif form < 30:
             title = gname if r[4] % 2 else f"{gname} {gen}"
+            theme = tuple(vocab.index(w) for w in gname.split(" ") if w in vocab)
         elif form < 55:
             title = a
         elif form < 75:
-            title = f"{a} {b}"
+            title, theme = f"{a} {b}", (ia, ib)
         elif form < 92:
             title = f"{a} {gen}" if r[4] % 2 else f"{gen} {a}"
         else:
-            title = f"{a} {b} {gen}"
+            title, theme = f"{a} {b} {gen}", (ia, ib)
         case = r[5] % 20
         if case < 9:
-            return title.lower()
-        if case < 16:
-            return " ".join(_cap(w) for w in title.split(" "))
-        if case < 18:
-            return title.upper()
-        return _cap(title)
+            title = title.lower()
+        elif case < 16:
+            title = " ".join(_cap(w) for w in title.split(" "))
+        elif case < 18:
+            title = title.upper()
+        else:
+            title = _cap(title)
+        return title, theme
 
     def _description(self, gi: int, r: list[int]) -> str:
         a, b = _two_words(GENRES[self.cat.genre_names[gi]][1], r[6], r[7])
@@ -596,65 +678,94 @@ class _Generator:
         n2 = np.where(genre2 >= 0, np.round(rest * share2), 0).astype(np.int64)
         n1 = rest - n2
         scenes = rng.integers(0, _N_SCENES, size=(n, 2))
-        fav_share = rng.uniform(0.2, 0.7, size=n)
+        fav_share = rng.uniform(0.15, 0.6, size=n)
         nf1 = rng.binomial(n1, fav_share)
         nf2 = rng.binomial(n2, fav_share * 0.5)
-        per_fav = rng.lognormal(math.log(2.5), 0.6, size=n)
+        per_fav = rng.lognormal(math.log(2.0), 0.6, size=n)
         k1 = np.maximum(1, np.round(nf1 / per_fav)).astype(np.int64)
         k2 = np.maximum(1, np.round(nf2 / per_fav)).astype(np.int64)
-        p_run = rng.uniform(0.2, 0.9, size=n)
+        p_run = rng.uniform(0.05, 0.55, size=n)
         n_dup = np.where(rng.random(n) < 0.04, 1 + (rng.random(n) < 0.3), 0)
         followers = 1 + np.minimum(np.floor(rng.pareto(1.3, size=n) * 0.5), 100_000)
         day = _LAST_DAY - np.floor(rng.exponential(420.0, size=n))
         modified = (np.maximum(day, _FIRST_DAY) * _DAY).astype(np.int64)
         collaborative = rng.random(n) < 0.02
         edit_rate = rng.uniform(0.03, 0.35, size=n)
-        # Cold tracks for all playlists at once: 80% of the main genre, 20% of the second.
+        # Titles; a title's genre words (its theme) attract tracks whose text has them.
+        titled = [self._title(gi, r) for gi, r in zip(genre.tolist(), r_pl, strict=True)]
+        themes = [theme for _, theme in titled]
+        has_theme = np.array([bool(t) for t in themes])
+        n_theme = np.where(has_theme, rng.binomial(n1, rng.uniform(0.1, 0.35, size=n)), 0)
+        # Cold tracks: 80% of the main genre, 20% of the second; 40% of the main-genre ones
+        # are named with a theme word. Made one slice at a time (bounded memory).
         owner = np.repeat(np.arange(n), n_cold)
-        use2 = (genre2[owner] >= 0) & (rng.random(len(owner)) < 0.2)
-        cold = self._cold(np.where(use2, genre2[owner], genre[owner]))
+        u_cold = rng.random((len(owner), 3))
+        use2 = (genre2[owner] >= 0) & (u_cold[:, 0] < 0.2)
+        cold_genre = np.where(use2, genre2[owner], genre[owner])
+        named = (~use2 & has_theme[owner] & (u_cold[:, 1] < 0.4)).tolist()
+        theme_word = [
+            themes[o][int(u * len(themes[o]))] if nm else -1
+            for o, nm, u in zip(owner.tolist(), named, u_cold[:, 2].tolist(), strict=True)
+        ]
         cold_end = np.cumsum(n_cold).tolist()
         cols = zip(
             *(
                 a.tolist()
                 for a in (genre, genre2, n_noise, n1, n2, nf1, nf2, k1, k2, scenes[:, 0],
                           scenes[:, 1], p_run, n_dup, followers.astype(np.int64), modified,
-                          collaborative, edit_rate)
+                          collaborative, edit_rate, n_theme)
             ),
             strict=True,
         )  # fmt: skip
         paths: list[Path] = []
         for s_start in range(0, n, per_slice):
             s_end = s_start + per_slice - 1
-            chunks: list[str] = []
-            for pid in range(s_start, min(n, s_start + per_slice)):
-                (gi, g2, nn, a1, a2, f1, f2, q1, q2, sc1, sc2, pr, nd, fol, mod, col, er) = next(
-                    cols
-                )
-                warm = self._genre_part(gi, a1, sc1, f1, q1)
-                if a2 > 0:
-                    warm += self._genre_part(g2, a2, sc2, f2, q2)
-                if nn:
-                    taken = set(warm)
-                    draws = np.searchsorted(cat.global_cdf, rng.random(nn), side="right")
-                    for t in draws.tolist():
-                        if t not in taken:
-                            taken.add(t)
-                            warm.append(t)
-                lo, hi = (cold_end[pid - 1] if pid else 0), cold_end[pid]
-                rows = self._rows(warm, [c[lo:hi] for c in cold], pr, nd)
-                r = r_pl[pid]
-                title = self._title(gi, r)
-                desc = self._description(gi, r) if r[11] % 100 < 8 else None
-                chunks.append(self._serialise(pid, rows, title, desc, col, mod, fol, er))
-            info = _ENCODER.encode(
-                {"generated_on": _GENERATED_ON, "slice": f"{s_start}-{s_end}", "version": _VERSION}
-            )
+            s_stop = min(n, s_start + per_slice)
+            c_lo = cold_end[s_start - 1] if s_start else 0
+            c_hi = cold_end[s_stop - 1]
+            cold = self._cold(cold_genre[c_lo:c_hi], theme_word[c_lo:c_hi])
             path = out_dir / f"mpd.slice.{s_start}-{s_end}.json"
-            text = '{"info":' + info + ',"playlists":[' + ",".join(chunks) + "]}"
-            path.write_bytes(text.encode("utf-8"))
+            info = {
+                "generated_on": _GENERATED_ON,
+                "slice": f"{s_start}-{s_end}",
+                "version": _VERSION,
+            }
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                fh.write('{"info":' + _ENCODER.encode(info) + ',"playlists":[')
+                for pid in range(s_start, s_stop):
+                    if pid > s_start:
+                        fh.write(",")
+                    lo = (cold_end[pid - 1] if pid else 0) - c_lo
+                    pl_cold = [c[lo : cold_end[pid] - c_lo] for c in cold]
+                    fh.write(self._playlist(pid, next(cols), titled[pid], r_pl[pid], pl_cold))
+                fh.write("]}")
             paths.append(path)
         return paths
+
+    def _playlist(
+        self,
+        pid: int,
+        draws: tuple,
+        titled: tuple[str, tuple[int, ...]],
+        r: list[int],
+        cold: list[list],
+    ) -> str:
+        """Samples one playlist's rows from its pre-drawn parameters and serialises it."""
+        (gi, g2, nn, a1, a2, f1, f2, q1, q2, sc1, sc2, pr, nd, fol, mod, col, er, nt) = draws
+        title, theme = titled
+        cat = self.cat
+        warm = self._genre_part(gi, a1, sc1, f1, q1, theme, nt)
+        if a2 > 0:
+            warm += self._genre_part(g2, a2, sc2, f2, q2)
+        if nn:  # noise: popular tracks of any genre
+            taken = set(warm)
+            for t in np.searchsorted(cat.global_cdf, self.rng.random(nn), side="right").tolist():
+                if t not in taken:
+                    taken.add(t)
+                    warm.append(t)
+        rows = self._rows(warm, cold, pr, nd)
+        desc = self._description(gi, r) if r[11] % 100 < 8 else None
+        return self._serialise(pid, rows, title, desc, col, mod, fol, er)
 
     def _rows(
         self, warm: list[int], cold: list[list], p_run: float, n_dup: int
@@ -674,7 +785,7 @@ class _Generator:
         rng = self.rng
         cat = self.cat
         idx = np.array(warm, dtype=np.int64)
-        frag_src = cat.frag_red if self.reduced else cat.frag_full
+        frag_src = cat.frags
         frags = [frag_src[t] for t in warm] + cold[3]
         artist_list = cat.track_artist[idx].tolist() + cold[0]
         n = len(frags)
@@ -708,10 +819,10 @@ class _Generator:
         n_albums = len(set(cat.track_album[idx].tolist() + cold[1]))
         # A few playlists repeat a track, as real MPD does (never beyond 250 rows).
         if n_dup and n + n_dup <= 250:
-            for src, u in zip(
+            for src, where in zip(
                 rng.integers(0, n, size=n_dup).tolist(), rng.random(n_dup).tolist(), strict=True
             ):
-                dst = src + 1 + int(u * (len(frags) - src))
+                dst = src + 1 + int(where * (len(frags) - src))
                 frags.insert(dst, frags[src])
                 order.insert(dst, order[src])
                 duration += durs[order[src]]

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from llarapp.data.dataset import Track
+from llarapp.data.dataset import track_texts
 from llarapp.data.schema import PLAYLISTS_FILE, TRACKS_FILE
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,7 @@ def embed_dataset(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     encoder = encoder or TextEncoder(default_cache_dir())
     tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
-    columns = (tracks[c] for c in ("track_name", "artist_name", "album_name"))
-    texts = [Track(n, a, album_name=al or None).text for n, a, al in zip(*columns, strict=True)]
+    texts = track_texts(tracks)
     playlists = pq.read_table(data_dir / PLAYLISTS_FILE, columns=["pid", "name"]).to_pandas()
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(

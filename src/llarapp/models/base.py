@@ -11,6 +11,7 @@ by training popularity, so every model always fills its ``k`` slots.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
 _REGISTRY: dict[str, type[Recommender]] = {}
+_LAZY = {"llara++": "llarapp.models.llarapp_model"}
 
 
 class Recommender(ABC):
@@ -104,7 +106,7 @@ class Recommender(ABC):
             scale = float(np.max(np.abs(raw))) or 1.0
             combined = raw + self._tiebreak * (1e-6 * scale)
         combined[self.known_seeds(case)] = -np.inf
-        return [self.track_uris[i] for i in top_k(combined, k)]
+        return self.track_uris[top_k(combined, k)].tolist()
 
     def save(self, path: Path | str) -> Path:
         """Write ``model.json`` and ``arrays.npz`` into the folder ``path``."""
@@ -125,12 +127,19 @@ class Recommender(ABC):
         if not (path / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{path / MODEL_FILE} not found: not a saved llarapp model")
         meta = json.loads((path / MODEL_FILE).read_text())
+        if meta.get("name") in _LAZY:  # heavy model modules register themselves on import
+            importlib.import_module(_LAZY[meta["name"]])
         if meta.get("name") not in _REGISTRY:
             raise ValueError(
                 f"{path / MODEL_FILE}: unknown model {meta.get('name')!r}; "
                 f"expected one of {sorted(_REGISTRY)}"
             )
-        model = _REGISTRY[meta["name"]].from_config(meta.get("config", {}))
+        return _REGISTRY[meta["name"]]._load(path, meta)
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> Recommender:
+        """Restore from a folder written by :meth:`save` (models with more files override)."""
+        model = cls.from_config(meta.get("config", {}))
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         model._set_catalogue(arrays.pop("track_uris"), arrays.pop("popularity"))

@@ -118,6 +118,11 @@ class ALS(Recommender):
         """(n_items, factors) float32 behavior vectors."""
         return self._model.item_factors
 
+    @property
+    def user_factors(self) -> np.ndarray:
+        """(n_train_playlists, factors) float32, rows as in the fitted matrix (after fit only)."""
+        return self._model.user_factors
+
     def _new_model(self):
         from implicit.cpu.als import AlternatingLeastSquares
 

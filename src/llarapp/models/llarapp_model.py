@@ -1,0 +1,199 @@
+"""``llara++``: retriever + curriculum-trained ranker behind the Recommender interface.
+
+Folder layout (``save`` / ``Recommender.load``)::
+
+    model.json            name, training config
+    arrays.npz            track_uris (catalogue, warm first), popularity, text (float16),
+                          behavior (float32), n_warm, item_playlists_* (CSR)
+    als/                  the ALS model over the warm tracks (fold-in)
+    track_projector.safetensors, title_projector.safetensors
+    ranker/               LlaraForCandidateScoring.save_pretrained
+    train_report.json     what training measured
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from llarapp.data.dataset import Case
+from llarapp.models.base import (
+    ARRAYS_FILE,
+    MODEL_FILE,
+    Recommender,
+    csr_arrays,
+    csr_from_arrays,
+    top_k,
+)
+from llarapp.models.baselines import ALS
+from llarapp.models.llara import LlaraForCandidateScoring
+from llarapp.models.projector import Projector
+from llarapp.models.retriever import Retriever
+
+
+class LlaraPP(Recommender):
+    """Two-stage LLaRA++ recommender (see :mod:`llarapp.training.llara` for training)."""
+
+    name = "llara++"
+
+    def __init__(self, config: dict[str, Any] | None = None, encoder=None) -> None:
+        super().__init__()
+        self.config = config or {}
+        self.stage = None
+        self.ranker: LlaraForCandidateScoring | None = None
+        self.report: dict = {}
+        self._encoder = encoder
+        self._batcher = None
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from llarapp.features.text import TextEncoder, default_cache_dir
+
+            self._encoder = TextEncoder(default_cache_dir(), progress=False)
+        return self._encoder
+
+    @classmethod
+    def from_parts(cls, stage, ranker, config, report: dict, encoder=None) -> LlaraPP:
+        model = cls(config.to_dict(), encoder=encoder)
+        model._attach(stage, ranker)
+        model.report = report
+        return model
+
+    def _attach(self, stage, ranker) -> None:
+        from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
+
+        self.stage, self.ranker = stage, ranker.eval()
+        self._set_catalogue(stage.catalog.uris, stage.popularity)
+        self._batcher = RankerBatcher(stage, LlaraTrainConfig.from_dict(self.config))
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config
+
+    def _fit(self, train) -> None:
+        raise NotImplementedError(
+            "llara++ needs the whole catalogue and validation cases: use "
+            "llarapp.training.llara.train_llara (or `llarapp train`)"
+        )
+
+    def scores(self, case: Case) -> np.ndarray | None:
+        raise NotImplementedError("llara++ ranks retrieved candidates: call recommend()")
+
+    @property
+    def hybrid(self) -> bool:
+        return self.config.get("curriculum") != "text-only"
+
+    def rank_case(self, case: Case):
+        """Retrieve and build the ranker's RankCase for ``case`` (hidden unknown: empty)."""
+        from llarapp.training.llara import make_rank_case
+        from llarapp.training.stage import Query
+
+        index = self.stage.catalog.index
+        known = [index[t.track_uri] for t in case.seeds if t.track_uri in index]
+        unknown = [t.text for t in case.seeds if t.track_uri not in index]
+        dim = self.stage.catalog.text.shape[1]
+        texts = ([case.title] if case.title and case.title.strip() else []) + unknown
+        vecs = self.encoder.encode(texts) if texts else np.zeros((0, dim), np.float32)
+        has_title = bool(case.title and case.title.strip())
+        q = Query(
+            vecs[0] if has_title else None,
+            np.array(list(dict.fromkeys(known)), dtype=np.int64),
+            vecs[1:] if has_title else vecs,
+        )
+        return make_rank_case(
+            self.stage, q, np.zeros(0, np.int64), int(self.config.get("max_seeds", 50))
+        )
+
+    @torch.inference_mode()
+    def recommend(self, case: Case, k: int = 500) -> list[str]:
+        if self.stage is None:
+            raise RuntimeError(f"{self.name}: recommend() before fit() or load()")
+        if k < 1:
+            raise ValueError(f"k={k}: expected k >= 1")
+        rc = self.rank_case(case)
+        scores = self.ranker(**_inputs(self._batcher.batch([rc], self.hybrid))).scores[0]
+        order = rc.candidates[np.argsort(-scores[: len(rc.candidates)].numpy(), kind="stable")]
+        ranked = order[:k].tolist()
+        if len(ranked) < k:  # fill from popularity
+            fill = self._tiebreak.copy()
+            fill[rc.seed_idx] = -np.inf
+            fill[order] = -np.inf
+            ranked += top_k(fill, k - len(ranked)).tolist()
+        return self.track_uris[np.asarray(ranked, dtype=np.int64)].tolist()
+
+    def save(self, path: Path | str) -> Path:
+        if self.stage is None:
+            raise RuntimeError(f"{self.name}: save() before training")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        st = self.stage
+        np.savez(
+            path / ARRAYS_FILE,
+            track_uris=self.track_uris,
+            popularity=self.popularity,
+            text=st.catalog.text.astype(np.float16),
+            behavior=st.behavior,
+            n_warm=np.array(st.n_warm),
+            **csr_arrays("item_playlists", st.retriever.item_playlists),
+        )
+        st.als.save(path / "als")
+        save_file(st.track_projector.state_dict(), path / "track_projector.safetensors")
+        save_file(st.title_projector.state_dict(), path / "title_projector.safetensors")
+        self.ranker.save_pretrained(path / "ranker")
+        meta = {"name": self.name, "config": self.config, "stage_report": st.report}
+        (path / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=float))
+        return path
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> LlaraPP:
+        from llarapp.training.stage import Catalog, Stage
+
+        config = meta.get("config", {})
+        with np.load(path / ARRAYS_FILE, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        text = arrays["text"].astype(np.float32)
+        behavior = arrays["behavior"]
+        n_warm = int(arrays["n_warm"])
+        als = Recommender.load(path / "als")
+        if not isinstance(als, ALS):
+            raise ValueError(f"{path / 'als'}: expected an ALS model, found {als.name}")
+        projectors = []
+        for name in ("track_projector", "title_projector"):
+            state = load_file(path / f"{name}.safetensors")
+            hidden, text_dim = state["net.0.weight"].shape
+            proj = Projector(text_dim, state["net.2.weight"].shape[0], hidden)
+            proj.load_state_dict(state)
+            projectors.append(proj.eval())
+        popularity = arrays["popularity"].astype(np.float32)
+        item_playlists = csr_from_arrays("item_playlists", arrays)
+        retriever = Retriever(
+            behavior,
+            popularity == 0,
+            popularity,
+            item_playlists,
+            float(config.get("knn_alpha", 0.2)),
+            int(config.get("n_candidates", 800)),
+        )
+        stage = Stage(
+            catalog=Catalog(arrays["track_uris"].astype(str), text),
+            n_warm=n_warm,
+            als=als,
+            behavior=behavior,
+            popularity=popularity,
+            track_projector=projectors[0],
+            title_projector=projectors[1],
+            retriever=retriever,
+            report=meta.get("stage_report", {}),
+        )
+        model = cls(config)
+        model._attach(stage, LlaraForCandidateScoring.from_pretrained(path / "ranker"))
+        return model
+
+
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in batch.items() if k != "labels"}

@@ -1,0 +1,1 @@
+"""Training: LLaRA++ stages, ranker curriculum, MLflow tracking."""

@@ -1,0 +1,525 @@
+"""Train LLaRA++ end to end: text features, ALS, projectors, retriever, curriculum-trained ranker.
+
+``llarapp train --mpd DIR --out MODEL_DIR`` runs :func:`train_from_mpd`; the benchmark calls
+:func:`train_llara` on its own split. Files out (``MODEL_DIR``): see
+:class:`llarapp.models.llarapp_model.LlaraPP` — everything the exporter and the model servers
+need. Every run is tracked in MLflow (SQLite by default): params, per-epoch metrics, the ranker.
+
+Ranker training cases come from a share of the training playlists held out of a first,
+smaller stage fit (:mod:`llarapp.training.stage`), so no case's features were computed from
+its own playlist; hidden tracks of those playlists that the smaller fit never saw are cold,
+which is how the ranker learns the cold path. Early stopping uses validation NDCG over the
+full (all training playlists) stage, exactly as served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from llarapp.config import ALSConfig, SplitConfig
+from llarapp.data.dataset import EvalCase, load_cases, load_train, track_texts
+from llarapp.data.schema import INTERACTIONS_FILE, TRACKS_FILE
+from llarapp.data.split import CATEGORIES, make_case
+from llarapp.evaluation.metrics import ndcg
+from llarapp.features.text import TextEncoder, default_cache_dir
+from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
+from llarapp.models.projector import ProjectorConfig
+from llarapp.models.retriever import FEATURES
+from llarapp.training.stage import Catalog, Query, Stage, build_stage, subset
+
+log = logging.getLogger(__name__)
+CURRICULA = ("linear", "none", "text-only")
+
+
+@dataclass(frozen=True)
+class LlaraTrainConfig:
+    """Everything ``llarapp train`` decides; saved next to the model."""
+
+    als: ALSConfig = field(
+        default_factory=lambda: ALSConfig(factors=64, regularization=0.3, alpha=20.0, bm25=False)
+    )
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    knn_alpha: float = 0.2  # item-kNN exponent inside the retriever
+    n_candidates: int = 800  # retriever output N
+    rank_share: float = 0.25  # training playlists held out of the first stage -> ranker cases
+    cases_per_playlist: int = 6  # challenge-style cases drawn per held-out playlist
+    max_seeds: int = 50  # the last seeds the ranker reads
+    hard_negatives: int = 64  # top retrieved non-hidden candidates per case and step (and as
+    # many drawn from the rest of the candidate list, the ranks the ranker also sorts)
+    random_negatives: int = 32  # uniform over the catalogue per case and step
+    max_positives: int = 32
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    patience: int = 3  # epochs without validation NDCG gain before stopping
+    curriculum: str = "linear"  # linear: P(hybrid) 0 -> 1; none: always hybrid; text-only
+    max_valid_cases: int = 400
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.curriculum not in CURRICULA:
+            raise ValueError(f"curriculum={self.curriculum!r}: expected one of {CURRICULA}")
+        if not 0 < self.rank_share < 1:
+            raise ValueError(f"rank_share={self.rank_share}: expected 0 < x < 1")
+        for name in ("n_candidates", "max_seeds", "epochs", "batch_size", "cases_per_playlist"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LlaraTrainConfig.{name}={getattr(self, name)}: expected >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LlaraTrainConfig:
+        data = dict(data)
+        data["als"] = ALSConfig(**data.get("als", {}))
+        data["projector"] = ProjectorConfig(**data.get("projector", {}))
+        return cls(**data)
+
+
+@dataclass
+class RankCase:
+    """One case, retrieved: ranker inputs as arrays plus labels."""
+
+    title_vec: np.ndarray | None
+    seed_idx: np.ndarray  # (S,) catalogue indices, the last max_seeds seeds
+    candidates: np.ndarray  # (N,)
+    features: np.ndarray  # (N, F)
+    hidden: np.ndarray  # catalogue indices of hidden tracks
+    queries: np.ndarray  # (2, f) seed / title query (zeros when absent)
+    scales: np.ndarray  # (2,) feature scale of the seed / title scores (random negatives)
+
+
+def p_hybrid(curriculum: str, step: int, total: int) -> float:
+    """Probability that a batch uses hybrid (text + behavior) tokens at ``step`` of ``total``."""
+    if curriculum == "text-only":
+        return 0.0
+    if curriculum == "none":
+        return 1.0
+    return min(1.0, step / max(1, int(0.8 * total)))
+
+
+def make_rank_case(stage: Stage, q: Query, hidden: np.ndarray, max_seeds: int) -> RankCase:
+    retrieved, seed_q, title_q = stage.retrieve(q)
+    f = stage.behavior.shape[1]
+    queries = np.zeros((2, f), dtype=np.float32)
+    scales = np.ones(2, dtype=np.float32)
+    for j, vec in enumerate((seed_q, title_q)):
+        if vec is not None:
+            queries[j] = vec
+            scores = stage.behavior[retrieved.candidates] @ vec
+            scales[j] = max(float(np.abs(scores).max()), 1e-6) if len(scores) else 1.0
+    return RankCase(
+        title_vec=q.title_vec,
+        seed_idx=q.seed_idx[-max_seeds:],
+        candidates=retrieved.candidates,
+        features=retrieved.features,
+        hidden=hidden,
+        queries=queries,
+        scales=scales,
+    )
+
+
+def _eval_query(stage: Stage, ec: EvalCase, title_vecs: dict[str, np.ndarray]) -> Query:
+    case = ec.case
+    seeds = np.array([stage.catalog.index[t.track_uri] for t in case.seeds], dtype=np.int64)
+    title = title_vecs[case.title] if case.title else None
+    return Query(title, seeds, np.zeros((0, stage.catalog.text.shape[1]), np.float32))
+
+
+class RankerBatcher:
+    """Turns :class:`RankCase` lists into ranker tensors for one stage."""
+
+    def __init__(self, stage: Stage, config: LlaraTrainConfig) -> None:
+        self.stage, self.config = stage, config
+        self.text = torch.from_numpy(stage.catalog.text)
+        self.behavior = torch.from_numpy(stage.behavior)
+        self.log_pop = stage.retriever.log_pop / max(float(stage.retriever.log_pop.max()), 1e-6)
+
+    def batch(
+        self,
+        cases: list[RankCase],
+        hybrid: bool,
+        rng: np.random.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tensors for ``cases``; with ``rng`` (training) candidates are sampled and labelled."""
+        B = len(cases)
+        S = max((len(rc.seed_idx) for rc in cases), default=0)
+        picks = [
+            self._pick(rc, rng) if rng is not None else (rc.candidates, rc.features) for rc in cases
+        ]
+        N = max(len(p[0]) for p in picks)
+        dim = self.text.shape[1]
+        title = torch.zeros(B, dim)
+        title_mask = torch.zeros(B)
+        seed_idx = torch.zeros(B, S, dtype=torch.long)
+        seed_mask = torch.zeros(B, S)
+        cand_idx = torch.zeros(B, N, dtype=torch.long)
+        cand_feat = torch.zeros(B, N, len(FEATURES))
+        cand_mask = torch.zeros(B, N)
+        labels = torch.zeros(B, N)
+        for i, (rc, (cands, feats)) in enumerate(zip(cases, picks, strict=True)):
+            if rc.title_vec is not None:
+                title[i] = torch.from_numpy(rc.title_vec)
+                title_mask[i] = 1.0
+            s = len(rc.seed_idx)
+            seed_idx[i, :s] = torch.from_numpy(rc.seed_idx)
+            seed_mask[i, :s] = 1.0
+            n = len(cands)
+            cand_idx[i, :n] = torch.from_numpy(cands)
+            cand_feat[i, :n] = torch.from_numpy(feats)
+            cand_mask[i, :n] = 1.0
+            labels[i, :n] = torch.from_numpy(np.isin(cands, rc.hidden).astype(np.float32))
+        use = 1.0 if hybrid else 0.0
+        return {
+            "title_vec": title,
+            "title_mask": title_mask,
+            "seed_text": self.text[seed_idx],
+            "seed_behavior": self.behavior[seed_idx],
+            "seed_use_behavior": seed_mask * use,
+            "seed_mask": seed_mask,
+            "cand_text": self.text[cand_idx],
+            "cand_behavior": self.behavior[cand_idx],
+            "cand_use_behavior": cand_mask * use,
+            "cand_features": cand_feat,
+            "cand_mask": cand_mask,
+            "labels": labels,
+        }
+
+    def _pick(self, rc: RankCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        c = self.config
+        is_pos = np.isin(rc.candidates, rc.hidden)
+        pos = np.flatnonzero(is_pos)
+        if len(pos) > c.max_positives:
+            pos = rng.choice(pos, c.max_positives, replace=False)
+        negs = np.flatnonzero(~is_pos)  # candidates are best-first
+        hard = negs[: c.hard_negatives]
+        rest = negs[c.hard_negatives :]
+        deep = rng.choice(rest, min(len(rest), c.hard_negatives), replace=False)
+        chosen = np.concatenate([pos, hard, deep])
+        cands, feats = rc.candidates[chosen], rc.features[chosen]
+        n_items = len(self.stage.behavior)
+        rand = rng.integers(0, n_items, c.random_negatives)
+        rand = rand[~np.isin(rand, rc.hidden) & ~np.isin(rand, rc.candidates)]
+        rand = rand[~np.isin(rand, rc.seed_idx)]
+        if len(rand):
+            rf = np.zeros((len(rand), len(FEATURES)), dtype=np.float32)
+            rf[:, :2] = (self.stage.behavior[rand] @ rc.queries.T) / rc.scales
+            rf[:, 0] *= np.abs(rc.features[:, 0]).max() > 0  # source absent for this case
+            rf[:, 1] *= np.abs(rc.features[:, 1]).max() > 0
+            rf[:, 3] = self.log_pop[rand]
+            rf[:, 4] = self.stage.is_cold[rand]
+            cands = np.concatenate([cands, rand])
+            feats = np.concatenate([feats, rf])
+        return cands, feats
+
+
+def rank_scores(model: LlaraForCandidateScoring, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return model(**inputs).scores
+
+
+@torch.inference_mode()
+def valid_ndcg(model, batcher: RankerBatcher, cases: list[RankCase], hybrid: bool) -> float:
+    model.eval()
+    values = []
+    for start in range(0, len(cases), 16):
+        chunk = cases[start : start + 16]
+        scores = rank_scores(model, batcher.batch(chunk, hybrid)).numpy()
+        for rc, s in zip(chunk, scores, strict=True):
+            order = rc.candidates[np.argsort(-s[: len(rc.candidates)], kind="stable")]
+            values.append(ndcg(order[:500].tolist(), rc.hidden.tolist(), k=500))
+    return float(np.mean(values))
+
+
+def ranker_cases_from_playlists(
+    stage: Stage,
+    playlists: list[list[str]],
+    titles: np.ndarray,
+    config: LlaraTrainConfig,
+) -> list[RankCase]:
+    """Challenge-style cases from training playlists (ordered URIs) that ``stage`` never fitted."""
+    rng = np.random.default_rng([config.seed, 11])
+    split_cfg = SplitConfig()
+    cases = []
+    for uris, title_vec in tqdm(
+        zip(playlists, titles, strict=True), total=len(playlists), desc="ranker cases", leave=False
+    ):
+        eligible = [c for c in CATEGORIES if len(uris) >= c.min_tracks(split_cfg.min_hidden)]
+        if not eligible:
+            continue
+        for k in rng.choice(
+            len(eligible), min(config.cases_per_playlist, len(eligible)), replace=False
+        ):
+            cat = eligible[k]
+            seeds, hidden = make_case(cat, uris, rng)
+            q = Query(
+                title_vec if cat.title else None,
+                np.array([stage.catalog.index[u] for u in seeds], dtype=np.int64),
+                np.zeros((0, stage.catalog.text.shape[1]), np.float32),
+            )
+            hid = np.array([stage.catalog.index[u] for u in hidden], dtype=np.int64)
+            cases.append(make_rank_case(stage, q, hid, config.max_seeds))
+    return cases
+
+
+@dataclass
+class Prepared:
+    """Everything ranker training needs; shared by the ablations of one benchmark run."""
+
+    stage_a: Stage  # fitted without the ranker-case playlists
+    stage: Stage  # fitted on every training playlist (served)
+    train_cases: list[RankCase]
+    valid_cases: list[RankCase]
+    seconds: dict[str, float]
+
+
+def prepare_llara(
+    data_dir: Path | str,
+    split_dir: Path | str,
+    config: LlaraTrainConfig,
+    encoder: TextEncoder | None = None,
+) -> Prepared:
+    """Text features, both stages, ranker training cases and validation cases."""
+    data_dir, split_dir = Path(data_dir), Path(split_dir)
+    encoder = encoder or TextEncoder(default_cache_dir())
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    train = load_train(data_dir, split_dir)
+    tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
+    # stored as float16 with the model: train on exactly what is served
+    text = encoder.encode(track_texts(tracks)).astype(np.float16).astype(np.float32)
+    catalog = Catalog(tracks["track_uri"].to_numpy(dtype=str), text)
+    title_vecs = encoder.encode([str(t) for t in train.titles])
+    valid = load_cases(data_dir, split_dir, "valid", config.max_valid_cases)
+    valid_titles = sorted({c.case.title for c in valid if c.case.title})
+    title_lookup = dict(zip(valid_titles, encoder.encode(valid_titles), strict=True))
+    encoder.flush()
+    seconds["text_features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    perm = rng.permutation(len(train.pids))
+    n_rank = int(len(perm) * config.rank_share)
+    rank_rows, fit_rows = np.sort(perm[:n_rank]), np.sort(perm[n_rank:])
+    stage_a = build_stage(
+        subset(train, fit_rows),
+        catalog,
+        title_vecs[fit_rows],
+        config.als,
+        config.projector,
+        config.knn_alpha,
+        config.n_candidates,
+    )
+    inter = pq.read_table(data_dir / INTERACTIONS_FILE).to_pandas().sort_values(["pid", "pos"])
+    rank_pids = train.pids[rank_rows]
+    ordered = inter[inter["pid"].isin(set(rank_pids.tolist()))].groupby("pid")["track_uri"]
+    ordered = ordered.apply(list)
+    train_cases = ranker_cases_from_playlists(
+        stage_a, [ordered[p] for p in rank_pids], title_vecs[rank_rows], config
+    )
+    seconds["stage_a"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stage = build_stage(
+        train,
+        catalog,
+        title_vecs,
+        config.als,
+        config.projector,
+        config.knn_alpha,
+        config.n_candidates,
+    )
+    valid_cases = [
+        make_rank_case(
+            stage,
+            _eval_query(stage, ec, title_lookup),
+            np.array([stage.catalog.index[u] for u in ec.hidden], dtype=np.int64),
+            config.max_seeds,
+        )
+        for ec in valid
+    ]
+    seconds["stage_full"] = time.perf_counter() - t
+    return Prepared(stage_a, stage, train_cases, valid_cases, seconds)
+
+
+def train_llara(
+    data_dir: Path | str,
+    split_dir: Path | str,
+    out_dir: Path | str,
+    config: LlaraTrainConfig | None = None,
+    *,
+    encoder: TextEncoder | None = None,
+    tracking_uri: str | None = None,
+    prepared: Prepared | None = None,
+):
+    """Train every part of LLaRA++ on the training fold and save it to ``out_dir``.
+
+    Returns:
+        The trained :class:`~llarapp.models.llarapp_model.LlaraPP` (its ``report`` says what
+        training measured; ``train_report.json`` in ``out_dir`` holds the same).
+    """
+    from llarapp.models.llarapp_model import LlaraPP
+
+    config = config or LlaraTrainConfig()
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    encoder = encoder or TextEncoder(default_cache_dir())
+    prepared = prepared or prepare_llara(data_dir, split_dir, config, encoder)
+    t = time.perf_counter()
+    model, history = train_ranker(
+        prepared.stage_a,
+        prepared.stage,
+        prepared.train_cases,
+        prepared.valid_cases,
+        config,
+        tracking_uri,
+    )
+    seconds = {**prepared.seconds, "ranker": time.perf_counter() - t}
+    valid = prepared.valid_cases
+    recall = float(np.mean([np.isin(rc.hidden, rc.candidates).mean() for rc in valid]))
+    report = {
+        "config": config.to_dict(),
+        "train_cases": len(prepared.train_cases),
+        "valid_cases": len(valid),
+        "retriever_recall_valid": recall,
+        "stage": prepared.stage.report,
+        "history": history,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    out_dir = Path(out_dir)
+    llara = LlaraPP.from_parts(prepared.stage, model, config, report, encoder)
+    llara.save(out_dir)
+    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2, default=float))
+    log.info("llara++ trained in %.0f s -> %s", time.perf_counter() - start, out_dir)
+    return llara
+
+
+def train_ranker(
+    stage_a: Stage,
+    stage: Stage,
+    train_cases: list[RankCase],
+    valid_cases: list[RankCase],
+    config: LlaraTrainConfig,
+    tracking_uri: str | None = None,
+) -> tuple[LlaraForCandidateScoring, list[dict]]:
+    """Curriculum training with early stopping on validation NDCG; tracked in MLflow."""
+    import mlflow
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng([config.seed, 5])
+    rconf = LlaraConfig(
+        text_dim=stage.catalog.text.shape[1],
+        behavior_dim=stage.behavior.shape[1],
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        intermediate_size=2 * config.hidden_size,
+        max_position_embeddings=config.max_seeds + 2,
+        n_features=len(FEATURES),
+    )
+    model = LlaraForCandidateScoring(rconf)
+    with torch.no_grad():  # start from the retriever's own order; training learns the rest
+        model.feature_head.weight.zero_()
+        model.feature_head.weight[0, FEATURES.index("rrf")] = 10.0
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
+    steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
+    total = config.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
+    serve_hybrid = config.curriculum != "text-only"
+    best, best_state, history, stale, step = -1.0, None, [], 0, 0
+    configure_mlflow(tracking_uri)
+    with mlflow.start_run(run_name=f"llara++ {config.curriculum}") as run:
+        mlflow.log_params(_flat(config.to_dict()))
+        for epoch in range(config.epochs):
+            model.train()
+            losses = []
+            order = rng.permutation(len(train_cases))
+            for start in tqdm(
+                range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False
+            ):
+                hybrid = rng.random() < p_hybrid(config.curriculum, step, total)
+                chunk = [train_cases[i] for i in order[start : start + config.batch_size]]
+                batch = train_batcher.batch(chunk, hybrid, rng)
+                loss = model(**batch).loss
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                step += 1
+            score = valid_ndcg(model, valid_batcher, valid_cases, serve_hybrid)
+            row = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "valid_ndcg": score,
+                "p_hybrid": p_hybrid(config.curriculum, step, total),
+            }
+            history.append(row)
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            log.info("epoch %d: loss %.4f valid ndcg %.4f", epoch, row["train_loss"], score)
+            if score > best:
+                best, stale = score, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
+        model.load_state_dict(best_state)
+        model.eval()
+        mlflow.log_metric("best_valid_ndcg", best)
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            mlflow.log_artifacts(tmp, artifact_path="ranker")
+        history.append({"best_valid_ndcg": best, "mlflow_run_id": run.info.run_id})
+    return model, history
+
+
+def configure_mlflow(tracking_uri: str | None = None) -> str:
+    """Point MLflow at ``tracking_uri``, ``$MLFLOW_TRACKING_URI``, or SQLite under ``runs/``."""
+    import mlflow
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        Path("runs").mkdir(exist_ok=True)
+        uri = f"sqlite:///{Path('runs/mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name("llarapp") is None:
+        artifacts = None
+        if uri.startswith("sqlite:"):
+            artifacts = (
+                (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+            )
+        mlflow.create_experiment("llarapp", artifact_location=artifacts)
+    mlflow.set_experiment("llarapp")
+    return uri
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

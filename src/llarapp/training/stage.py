@@ -1,0 +1,151 @@
+"""One retrieval stage: ALS + projectors + retriever over a catalogue of warm and cold tracks.
+
+Training builds two: one fitted on part of the training playlists (its retrieved candidates
+for the *other* part become the ranker's training cases, so the ranker never sees features
+computed from the very playlist it is asked about), and one fitted on all training playlists
+(what is saved and served).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from llarapp.config import ALSConfig
+from llarapp.data.dataset import TrainSet
+from llarapp.models.baselines import ALS
+from llarapp.models.projector import Projector, ProjectorConfig, fit_projector
+from llarapp.models.retriever import Retrieved, Retriever
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Catalog:
+    """Every track with text, aligned arrays (warm tracks first)."""
+
+    uris: np.ndarray  # (n,) str
+    text: np.ndarray  # (n, text_dim) float32 MiniLM vectors
+
+    def __post_init__(self) -> None:
+        self.index = {u: i for i, u in enumerate(self.uris.tolist())}
+
+
+@dataclass
+class Query:
+    """A case as the stage sees it: vectors, no URIs."""
+
+    title_vec: np.ndarray | None  # (text_dim,)
+    seed_idx: np.ndarray  # catalogue indices of known seeds
+    extra_seed_text: np.ndarray  # (m, text_dim) seeds unknown to the catalogue
+
+
+@dataclass
+class Stage:
+    """Catalogue order, behavior vectors, projectors and the retriever of one fit."""
+
+    catalog: Catalog  # reordered: warm first
+    n_warm: int
+    als: ALS
+    behavior: np.ndarray  # (n, f) ALS factors (warm) / projected (cold)
+    popularity: np.ndarray  # (n,)
+    track_projector: Projector
+    title_projector: Projector
+    retriever: Retriever
+    report: dict
+
+    @property
+    def is_cold(self) -> np.ndarray:
+        cold = np.ones(len(self.behavior), dtype=bool)
+        cold[: self.n_warm] = False
+        return cold
+
+    def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        """(seed query, title query, warm seed indices) in behavior space."""
+        warm = q.seed_idx[q.seed_idx < self.n_warm]
+        seed_q = None
+        if warm.size:
+            seed_q = self.als.user_vector(warm)
+        else:
+            vecs = [self.behavior[q.seed_idx]]
+            if len(q.extra_seed_text):
+                vecs.append(self.track_projector.project(q.extra_seed_text))
+            stacked = np.concatenate(vecs)
+            if len(stacked):
+                seed_q = stacked.mean(axis=0)
+        title_q = None
+        if q.title_vec is not None:
+            title_q = self.title_projector.project(q.title_vec[None, :].astype(np.float32))[0]
+        return seed_q, title_q, warm
+
+    def retrieve(self, q: Query) -> tuple[Retrieved, np.ndarray | None, np.ndarray | None]:
+        seed_q, title_q, warm = self.queries(q)
+        return self.retriever.retrieve(seed_q, title_q, warm, q.seed_idx), seed_q, title_q
+
+
+def subset(train: TrainSet, rows: np.ndarray) -> TrainSet:
+    """The playlists ``rows`` of ``train``, with tracks they never hold dropped."""
+    matrix = train.matrix[rows]
+    keep = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() > 0)
+    return TrainSet(
+        track_uris=train.track_uris[keep],
+        track_names=train.track_names[keep],
+        artist_names=train.artist_names[keep],
+        album_names=train.album_names[keep],
+        pids=train.pids[rows],
+        titles=train.titles[rows],
+        matrix=sp.csr_matrix(matrix[:, keep]),
+    )
+
+
+def build_stage(
+    train: TrainSet,
+    catalog: Catalog,
+    title_vecs: np.ndarray,
+    als_config: ALSConfig,
+    projector_config: ProjectorConfig,
+    knn_alpha: float,
+    n_candidates: int,
+) -> Stage:
+    """Fit ALS on ``train``, both projectors, and the retriever over the whole catalogue.
+
+    Args:
+        train: the playlists to fit on.
+        catalog: every track with text (any order).
+        title_vecs: (n_playlists of train, text_dim) title vectors aligned with ``train.pids``.
+    """
+    warm_idx = np.array([catalog.index[u] for u in train.track_uris.astype(str)])
+    cold_mask = np.ones(len(catalog.uris), dtype=bool)
+    cold_mask[warm_idx] = False
+    order = np.concatenate([warm_idx, np.flatnonzero(cold_mask)])
+    ordered = Catalog(catalog.uris[order], catalog.text[order])
+    n_warm = len(warm_idx)
+
+    als = ALS(als_config).fit(train)
+    factors = als.item_factors
+    popularity = np.zeros(len(order), dtype=np.float32)
+    popularity[:n_warm] = als.popularity
+    track_proj, track_report = fit_projector(
+        ordered.text[:n_warm],
+        factors,
+        np.log1p(als.popularity).astype(np.float32),
+        projector_config,
+    )
+    title_proj, title_report = fit_projector(title_vecs, als.user_factors, None, projector_config)
+    behavior = np.concatenate([factors, track_proj.project(ordered.text[n_warm:])])
+    retriever = Retriever(
+        behavior, popularity == 0, popularity, train.matrix.T.tocsr(), knn_alpha, n_candidates
+    )
+    report = {
+        "warm_tracks": n_warm,
+        "cold_tracks": int(len(order) - n_warm),
+        "track_projector": track_report,
+        "title_projector": title_report,
+    }
+    log.info("stage: %d warm, %d cold tracks", n_warm, len(order) - n_warm)
+    return Stage(
+        ordered, n_warm, als, behavior, popularity, track_proj, title_proj, retriever, report
+    )
