@@ -136,7 +136,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         generate(args.playlists, data, seed=args.seed)
         print(f"synthetic MPD: {args.playlists} playlists in {data}")
     out = work / "quality.json"
-    models = [*BASELINES, "llara++"]
+    models = args.models.split(",") if args.models else list(BASELINES)
     result = run_quality(data, out, seed=args.seed, work_dir=work / "bench", models=models)
     print(format_tables(result))
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--playlists", type=_positive, default=2000)
     p.add_argument("--data", default=None, help="MPD slices to use instead of synthetic data")
     p.add_argument("--work", default="runs/demo", help="output folder")
+    p.add_argument(
+        "--models", default=None, help="comma-separated benchmark rows (default: the baselines)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_demo)
     return parser

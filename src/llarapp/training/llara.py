@@ -38,7 +38,7 @@ from llarapp.features.text import TextEncoder, default_cache_dir
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.projector import ProjectorConfig
 from llarapp.models.retriever import FEATURES
-from llarapp.training.stage import Catalog, Query, Stage, build_stage, subset
+from llarapp.training.stage import Catalog, Query, Stage, align, build_stage, subset
 
 log = logging.getLogger(__name__)
 CURRICULA = ("linear", "none", "text-only")
@@ -67,8 +67,9 @@ class LlaraTrainConfig:
     num_key_value_heads: int = 2
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    lr: float = 3e-4  # the transformer and candidate tower
+    feature_lr: float = 1e-2  # the feature head: the retrieval features' learned combination
+    weight_decay: float = 0.05
     patience: int = 3  # epochs without validation NDCG gain before stopping
     curriculum: str = "linear"  # linear: P(hybrid) 0 -> 1; none: always hybrid; text-only
     max_valid_cases: int = 400
@@ -356,6 +357,11 @@ def prepare_llara(
         )
         for ec in valid
     ]
+    rotation = align(stage_a, stage)  # the ranker must read one basis in training and serving
+    stage_a.behavior = stage_a.behavior @ rotation
+    stage_a.retriever.behavior = stage_a.behavior
+    for rc in train_cases:
+        rc.queries = rc.queries @ rotation
     seconds["stage_full"] = time.perf_counter() - t
     return Prepared(stage_a, stage, train_cases, valid_cases, seconds)
 
@@ -440,11 +446,16 @@ def train_ranker(
     with torch.no_grad():  # start from the retriever's own order; training learns the rest
         model.feature_head.weight.zero_()
         model.feature_head.weight[0, FEATURES.index("rrf")] = 10.0
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    head = list(model.feature_head.parameters())
+    rest = [p for n, p in model.named_parameters() if not n.startswith("feature_head")]
+    groups = [{"params": rest, "lr": config.lr}, {"params": head, "lr": config.feature_lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
     steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
     total = config.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[config.lr, config.feature_lr], total_steps=total
+    )
     serve_hybrid = config.curriculum != "text-only"
     best, best_state, history, stale, step = -1.0, None, [], 0, 0
     configure_mlflow(tracking_uri)

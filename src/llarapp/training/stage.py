@@ -149,3 +149,26 @@ def build_stage(
     return Stage(
         ordered, n_warm, als, behavior, popularity, track_proj, title_proj, retriever, report
     )
+
+
+def align(source: Stage, target: Stage) -> np.ndarray:
+    """Orthogonal map from ``source``'s behavior space onto ``target``'s (Procrustes).
+
+    Two ALS fits learn the same geometry in arbitrarily rotated bases; a ranker trained on
+    one stage's vectors must see the other's in the same basis. Fitted on the tracks warm in
+    both, weighted by log-popularity.
+
+    Returns:
+        R (f, f) with ``source.behavior @ R`` ~ ``target.behavior`` on shared warm tracks.
+    """
+    src_uris = source.catalog.uris[: source.n_warm].tolist()
+    shared = [(i, target.catalog.index[u]) for i, u in enumerate(src_uris)]
+    shared = [(i, j) for i, j in shared if j < target.n_warm]
+    if len(shared) < source.behavior.shape[1]:
+        raise ValueError(
+            f"align: {len(shared)} shared warm tracks; need at least {source.behavior.shape[1]}"
+        )
+    a_idx, b_idx = (np.array(x) for x in zip(*shared, strict=True))
+    w = np.sqrt(np.log1p(source.popularity[a_idx]))[:, None]
+    u, _, vt = np.linalg.svd((source.behavior[a_idx] * w).T @ (target.behavior[b_idx] * w))
+    return (u @ vt).astype(np.float32)
