@@ -101,8 +101,7 @@ class TextEncoder:
         keys = [self.key(t) for t in texts]
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._memory}
         if missing:
-            miss_texts = list(missing.values())
-            vectors = np.empty((len(miss_texts), DIM), dtype=np.float32)
+            miss_keys, miss_texts = list(missing), list(missing.values())
             bar = tqdm(
                 total=len(miss_texts),
                 desc="embed",
@@ -112,18 +111,19 @@ class TextEncoder:
             chunk = self.batch_size * 32
             for start in range(0, len(miss_texts), chunk):
                 part = miss_texts[start : start + chunk]
-                vectors[start : start + len(part)] = self.model.encode(
+                vectors = self.model.encode(
                     part,
                     batch_size=self.batch_size,
                     normalize_embeddings=True,
                     show_progress_bar=False,
                 )
+                part_keys = miss_keys[start : start + len(part)]
+                self._memory.update(zip(part_keys, vectors.astype(np.float32), strict=True))
+                self._pending.extend(part_keys)
+                if len(self._pending) >= self.flush_every:  # a killed run keeps what it did
+                    self.flush()
                 bar.update(len(part))
             bar.close()
-            self._memory.update(zip(missing, vectors, strict=True))
-            self._pending.extend(missing)
-            if len(self._pending) >= self.flush_every:
-                self.flush()
         if not keys:
             return np.zeros((0, DIM), dtype=np.float32)
         return np.stack([self._memory[k] for k in keys]).astype(np.float32, copy=False)
