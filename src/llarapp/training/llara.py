@@ -441,6 +441,7 @@ def train_ranker(
         intermediate_size=2 * config.hidden_size,
         max_position_embeddings=config.max_seeds + 2,
         n_features=len(FEATURES),
+        interaction_init=0.0,  # start as the feature model; the gate opens as far as it helps
     )
     model = LlaraForCandidateScoring(rconf)
     with torch.no_grad():  # start from the retriever's own order; training learns the rest

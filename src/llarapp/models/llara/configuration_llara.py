@@ -21,6 +21,7 @@ _FLOAT_FIELDS = (
     "attention_dropout",
     "hidden_dropout",
     "initializer_range",
+    "interaction_init",
 )
 
 
@@ -53,6 +54,9 @@ class LlaraConfig(PreTrainedConfig):
         hidden_dropout: Dropout probability on the embeddings and on each sub-layer output
             (training only).
         initializer_range: Standard deviation of the normal weight initialisation.
+        interaction_init: Starting value of the learned gate on the transformer term ``q · c``;
+            0 starts the ranker as a pure feature model, which training opens only as far as it
+            helps.
 
     Example:
         ```python
@@ -78,6 +82,7 @@ class LlaraConfig(PreTrainedConfig):
     attention_dropout: float | int = 0.0
     hidden_dropout: float | int = 0.1
     initializer_range: float | int = 0.02
+    interaction_init: float | int = 1.0
 
     def __post_init__(self, **kwargs: Any) -> None:
         """Coerce float fields, check the sizes (plain ``ValueError``), then base post-init."""

@@ -17,9 +17,10 @@ padded / absent keys, and a SwiGLU MLP. Rotary positions count only the tokens p
 padding (more seed slots, an absent title) never shifts the relative positions the model sees.
 
 Candidates are hybrid item tokens too (the same, shared embedding module) mapped by a small MLP to
-``c``; ``score = q · c / sqrt(hidden_size) + feature_head(features)``; masked candidates get
-``-1e4``. ``forward`` is tensor-in / tensor-out with no data-dependent Python control flow, so it
-exports to ONNX with dynamic batch / seed / candidate axes.
+``c``; ``score = g · (q · c) / sqrt(hidden_size) + feature_head(features)`` with ``g`` a
+learned gate; masked candidates get ``-1e4``. ``forward`` is tensor-in / tensor-out with no
+data-dependent Python control flow, so it exports to ONNX with dynamic batch / seed / candidate
+axes.
 
 Layout follows ``transformers.models.llama.modeling_llama``: blocks first, then
 :class:`LlaraPreTrainedModel`, the bare :class:`LlaraModel` and the head
@@ -516,6 +517,8 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
         self.cand_head = LlaraCandidateHead(config)
         self.feature_head = nn.Linear(config.n_features, 1)
         self.score_scale = 1.0 / math.sqrt(config.hidden_size)
+        # learned gate on the transformer term; not a module, so _init_weights leaves it be
+        self.interaction = nn.Parameter(torch.full((1,), float(config.interaction_init)))
 
         self.post_init()
 
@@ -575,6 +578,7 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
             self.model.item_embeddings(cand_text, cand_behavior, cand_use_behavior)
         )  # (B, N, H)
         scores = torch.matmul(cand, query[:, :, None])[..., 0] * self.score_scale  # (B, N)
+        scores = scores * self.interaction
         scores = scores + self.feature_head(cand_features)[..., 0]  # (B, N)
         scores = scores.masked_fill(cand_mask <= 0, MASKED_SCORE)  # (B, N)
 
