@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from llarapp.data.dataset import Track
 from llarapp.data.ingest import ingest
 from llarapp.data.synth import generate
-from llarapp.features.text import DIM, TextEncoder, embed_dataset
+from llarapp.features.text import DIM, MODEL_NAME, TextEncoder, embed_dataset
 
 
 class _NoModel:
@@ -60,3 +62,16 @@ def test_embed_dataset_writes_aligned_files(tmp_path):
         assert len(set(z["track_uris"].tolist())) == summary["tracks"]
     with np.load(tmp_path / "text" / "titles.npz", allow_pickle=False) as z:
         assert z["vectors"].shape == (summary["titles"], DIM)
+
+
+def test_cache_round_trips_keys_whose_digest_ends_in_nul(tmp_path):
+    def digest(t):
+        return hashlib.sha1(f"{MODEL_NAME}\0{t}".encode()).digest()
+
+    text = next(t for t in (f"song {i}" for i in range(100_000)) if digest(t).endswith(b"\0"))
+    enc = TextEncoder(tmp_path, progress=False)
+    first = enc.encode([text])
+    enc.flush()
+    again = TextEncoder(tmp_path, progress=False)
+    again._model = _NoModel()
+    np.testing.assert_array_equal(again.encode([text]), first)

