@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from lastfm_files import prefix_rows, write_jsonl
 
 from llarapp.benchmark import lastfm
 from llarapp.benchmark.lastfm import (
@@ -27,25 +28,6 @@ PAD = N_ITEMS
 WIDTH = 10
 
 
-def _prefix_rows(seq: list[int]) -> list[dict]:
-    """Rows of one user as LLaRA writes them: empty history first, then prefixes / windows."""
-    rows = []
-    for t, target in enumerate(seq):
-        hist = seq[max(0, t - WIDTH) : t]
-        rows.append(
-            {
-                "seq": hist + [PAD] * (WIDTH - len(hist)),
-                "len_seq": max(1, len(hist)),
-                "next": target,
-            }
-        )
-    return rows
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _user_seqs(n_users: int, rng: np.random.Generator) -> list[list[int]]:
     # users walk a ring of items, so the next item is predictable from the last one
     seqs = []
@@ -59,13 +41,15 @@ def _user_seqs(n_users: int, rng: np.random.Generator) -> list[list[int]]:
 def data_dir(tmp_path):
     rng = np.random.default_rng(0)
     train_seqs = _user_seqs(30, rng)
-    _write_jsonl(tmp_path / "train_data.jsonl", [r for s in train_seqs for r in _prefix_rows(s)])
+    write_jsonl(
+        tmp_path / "train_data.jsonl", [r for s in train_seqs for r in prefix_rows(s, PAD, WIDTH)]
+    )
     val = []
     for s in _user_seqs(12, rng):
-        val.append(_prefix_rows(s)[-1])  # last row of each user
-    val.append(_prefix_rows([1, 2, 3])[2])  # len_seq 2: filtered out
-    val.append(_prefix_rows([5, 6])[0])  # empty history (len_seq 1): filtered out
-    _write_jsonl(tmp_path / "Val_data.jsonl", val)
+        val.append(prefix_rows(s, PAD, WIDTH)[-1])  # last row of each user
+    val.append(prefix_rows([1, 2, 3], PAD, WIDTH)[2])  # len_seq 2: filtered out
+    val.append(prefix_rows([5, 6], PAD, WIDTH)[0])  # empty history (len_seq 1): filtered out
+    write_jsonl(tmp_path / "Val_data.jsonl", val)
     names = "".join(f"{i}::Artist {i} Caf\u00e9\r\n" for i in range(N_ITEMS))
     (tmp_path / "id2name.txt").write_bytes(names.encode("utf-8"))
     return tmp_path

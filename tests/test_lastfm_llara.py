@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 
 import numpy as np
 import pytest
+from lastfm_files import prefix_rows, write_jsonl
 
 from llarapp.benchmark import lastfm
 from llarapp.benchmark.lastfm import (
@@ -32,25 +32,6 @@ WIDTH = 10
 TEXT_DIM = 12
 
 
-def _prefix_rows(seq: list[int]) -> list[dict]:
-    """Rows of one user as LLaRA writes them: empty history first, then prefixes / windows."""
-    rows = []
-    for t, target in enumerate(seq):
-        hist = seq[max(0, t - WIDTH) : t]
-        rows.append(
-            {
-                "seq": hist + [PAD] * (WIDTH - len(hist)),
-                "len_seq": max(1, len(hist)),
-                "next": target,
-            }
-        )
-    return rows
-
-
-def _write_jsonl(path, rows) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 def _ring_users(n_users: int, rng: np.random.Generator) -> list[list[int]]:
     """Users walk a ring of items (a few steps skipped), so the next item follows the last."""
     seqs = []
@@ -67,9 +48,11 @@ def _ring_users(n_users: int, rng: np.random.Generator) -> list[list[int]]:
 def data_dir(tmp_path):
     rng = np.random.default_rng(0)
     train = _ring_users(60, rng)
-    _write_jsonl(tmp_path / "train_data.jsonl", [r for s in train for r in _prefix_rows(s)])
-    val = [_prefix_rows(s)[int(rng.integers(3, len(s)))] for s in _ring_users(40, rng)]
-    _write_jsonl(tmp_path / "Val_data.jsonl", val)
+    write_jsonl(
+        tmp_path / "train_data.jsonl", [r for s in train for r in prefix_rows(s, PAD, WIDTH)]
+    )
+    val = [prefix_rows(s, PAD, WIDTH)[int(rng.integers(3, len(s)))] for s in _ring_users(40, rng)]
+    write_jsonl(tmp_path / "Val_data.jsonl", val)
     names = "".join(f"{i}::Artist {i}\r\n" for i in range(N_ITEMS))
     (tmp_path / "id2name.txt").write_bytes(names.encode("utf-8"))
     return tmp_path
