@@ -115,8 +115,10 @@ class LlaraPP(Recommender):
             raise RuntimeError(f"{self.name}: recommend() before fit() or load()")
         if k < 1:
             raise ValueError(f"k={k}: expected k >= 1")
+        from llarapp.training.llara import rank_scores
+
         rc = self.rank_case(case)
-        scores = self.ranker(**_inputs(self._batcher.batch([rc], self.hybrid))).scores[0]
+        scores = rank_scores(self.ranker, self._batcher.batch([rc], self.hybrid))[0]
         order = rc.candidates[np.argsort(-scores[: len(rc.candidates)].numpy(), kind="stable")]
         ranked = order[:k].tolist()
         if len(ranked) < k:  # fill from popularity
@@ -193,7 +195,3 @@ class LlaraPP(Recommender):
         model = cls(config)
         model._attach(stage, LlaraForCandidateScoring.from_pretrained(path / "ranker"))
         return model
-
-
-def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in batch.items() if k != "labels"}

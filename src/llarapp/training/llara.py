@@ -226,7 +226,7 @@ class RankerBatcher:
             rf[:, 0] *= np.abs(rc.features[:, 0]).max() > 0  # source absent for this case
             rf[:, 1] *= np.abs(rc.features[:, 1]).max() > 0
             rf[:, 3] = self.log_pop[rand]
-            rf[:, 4] = self.stage.is_cold[rand]
+            rf[:, 4] = self.stage.retriever.is_cold[rand]
             cands = np.concatenate([cands, rand])
             feats = np.concatenate([feats, rf])
         return cands, feats

@@ -57,12 +57,6 @@ class Stage:
     retriever: Retriever
     report: dict
 
-    @property
-    def is_cold(self) -> np.ndarray:
-        cold = np.ones(len(self.behavior), dtype=bool)
-        cold[: self.n_warm] = False
-        return cold
-
     def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
         """(seed query, title query, warm seed indices) in behavior space."""
         warm = q.seed_idx[q.seed_idx < self.n_warm]
