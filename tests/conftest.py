@@ -36,3 +36,31 @@ def prepared(synth_dir, tmp_path_factory):
     ingest(str(synth_dir), work / "data")
     split(work / "data", work / "split", SplitConfig(seed=3))
     return work / "data", work / "split"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """(data_dir, split_dir, model_dir, trained LlaraPP) on 60 synthetic playlists.
+
+    Trained once per session (about a minute); tests that write must copy ``model_dir`` first.
+    """
+    from tiny_model import TINY
+
+    from llarapp.config import SplitConfig
+    from llarapp.data.ingest import ingest
+    from llarapp.data.split import split
+    from llarapp.data.synth import generate
+    from llarapp.training.llara import train_llara
+
+    work = tmp_path_factory.mktemp("llara")
+    generate(60, work / "mpd", seed=5)
+    ingest(str(work / "mpd"), work / "data")
+    split(work / "data", work / "split", SplitConfig(seed=1))
+    model = train_llara(
+        work / "data",
+        work / "split",
+        work / "model",
+        TINY,
+        tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+    )
+    return work / "data", work / "split", work / "model", model

@@ -7,48 +7,20 @@ import itertools
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
+from tiny_model import TINY
 
-from llarapp.config import ALSConfig, SplitConfig
 from llarapp.data.dataset import Case, Track, load_cases
-from llarapp.data.ingest import ingest
-from llarapp.data.split import split
-from llarapp.data.synth import generate
 from llarapp.models.base import Recommender
 from llarapp.models.projector import ProjectorConfig, fit_projector
 from llarapp.models.retriever import FEATURES, Retriever
-from llarapp.training.llara import LlaraTrainConfig, p_hybrid, train_llara
-
-TINY = LlaraTrainConfig(
-    als=ALSConfig(factors=8, iterations=5),
-    projector=ProjectorConfig(hidden=32, epochs=3),
-    n_candidates=120,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    epochs=2,
-    batch_size=16,
-    max_valid_cases=40,
-    hard_negatives=24,
-    random_negatives=8,
+from llarapp.training.llara import (
+    LlaraTrainConfig,
+    RankerBatcher,
+    p_hybrid,
+    rank_scores,
+    train_llara,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(data_dir, split_dir, model_dir, trained model) on 60 synthetic playlists."""
-    work = tmp_path_factory.mktemp("llara")
-    generate(60, work / "mpd", seed=5)
-    ingest(str(work / "mpd"), work / "data")
-    split(work / "data", work / "split", SplitConfig(seed=1))
-    model = train_llara(
-        work / "data",
-        work / "split",
-        work / "model",
-        TINY,
-        tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
-    )
-    return work / "data", work / "split", work / "model", model
 
 
 def test_curriculum_schedule_rises_from_text_only_to_hybrid():
@@ -88,6 +60,35 @@ def test_retriever_fuses_sources_excludes_seeds_and_falls_back_to_popularity():
     assert list(empty.candidates) == list(np.argsort(-popularity, kind="stable")[:20])
 
 
+def test_retriever_title_knn_source_votes_the_tracks_of_similar_titles():
+    rng = np.random.default_rng(3)
+    titles = rng.normal(size=(30, 8)).astype(np.float32)
+    titles /= np.linalg.norm(titles, axis=1, keepdims=True)
+    playlists = sp.random(30, 40, density=0.1, format="csr", random_state=4)
+    playlists.data[:] = 1
+    popularity = np.asarray(playlists.sum(0)).ravel()
+    behavior = rng.normal(size=(40, 4)).astype(np.float32)
+    r = Retriever(
+        behavior,
+        popularity == 0,
+        popularity,
+        playlists.T.tocsr(),
+        n_candidates=10,
+        title_vectors=titles,
+        title_neighbours=1,
+    )
+    none = np.array([], dtype=np.int64)
+    got = r.retrieve(None, None, none, none, title_text=titles[7])
+    column = FEATURES.index("title_knn_score")
+    held = set(playlists[7].indices.tolist())  # the one nearest title is playlist 7 itself
+    voted = {int(c) for c, f in zip(got.candidates, got.features, strict=True) if f[column] > 0}
+    assert voted == held
+    with pytest.raises(ValueError, match="one per playlist"):
+        Retriever(
+            behavior, popularity == 0, popularity, playlists.T.tocsr(), title_vectors=titles[:5]
+        )
+
+
 @pytest.mark.integration
 def test_training_saves_a_model_that_loads_with_identical_scores(tiny):
     data, split_dir, model_dir, model = tiny
@@ -98,6 +99,18 @@ def test_training_saves_a_model_that_loads_with_identical_scores(tiny):
     assert loaded.name == "llara++"
     for ec in load_cases(data, split_dir, "test")[:5]:
         assert loaded.recommend(ec.case, 50) == model.recommend(ec.case, 50)
+
+
+@pytest.mark.integration
+def test_serving_path_matches_the_ranker_forward(tiny):
+    data, split_dir, _, model = tiny
+    batcher = RankerBatcher(model.stage, LlaraTrainConfig.from_dict(model.config))
+    for ec in load_cases(data, split_dir, "test")[:5]:
+        rc = model.rank_case(ec.case)
+        with torch.inference_mode():
+            forward = rank_scores(model.ranker, batcher.batch([rc], model.hybrid))[0].numpy()
+        fast = model.candidate_scores(rc.title_vec, rc.seed_idx, rc.candidates, rc.features)
+        np.testing.assert_allclose(fast, forward, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.integration
@@ -125,3 +138,63 @@ def test_training_is_deterministic_under_a_seed(tiny, tmp_path):
     )
     case = load_cases(data, split_dir, "test")[0].case
     assert again.recommend(case, 30) == model.recommend(case, 30)
+
+
+@pytest.mark.integration
+def test_lora_retraining_merges_adapters_into_a_plain_ranker(tiny, tmp_path):
+    import dataclasses
+
+    import mlflow
+
+    data, split_dir, model_dir, base = tiny
+    config = dataclasses.replace(TINY, epochs=1, lora_r=4)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tuned = train_llara(
+        data, split_dir, tmp_path / "tuned", config, tracking_uri=uri, base_model=model_dir
+    )
+    before, after = base.ranker.state_dict(), tuned.ranker.state_dict()
+    assert after.keys() == before.keys()  # merged: no adapter weights left
+    loaded = Recommender.load(tmp_path / "tuned")
+    case = load_cases(data, split_dir, "test")[0].case
+    assert loaded.recommend(case, 20) == tuned.recommend(case, 20)
+    run = mlflow.search_runs(experiment_names=["llarapp"], output_format="list")[0]
+    assert run.data.tags["llarapp.mode"] == "lora"
+    base.stage.als.save(tmp_path / "als")
+    with pytest.raises(ValueError, match="expected llara"):
+        train_llara(
+            data, split_dir, tmp_path / "x", config, tracking_uri=uri, base_model=tmp_path / "als"
+        )
+
+
+@pytest.mark.integration
+def test_latency_benchmark_writes_its_json(tiny, tmp_path):
+    from llarapp.benchmark.latency import format_table, run_latency
+
+    data, _, model_dir, _ = tiny
+    result = run_latency(model_dir, data.parent, tmp_path / "lat.json", threads=1, cases=12)
+    assert result["cases"] > 0 and result["catalog_size"] > 0
+    assert 0 < result["retrieve"]["p50_ms"] <= result["retrieve"]["p95_ms"]
+    assert "retrieve_rank" in format_table(result)
+
+
+def test_lora_adapters_merge_into_the_decoder_weights(tiny):
+    import copy
+
+    from llarapp.training.llara import _lora
+
+    ranker = copy.deepcopy(tiny[3].ranker)
+    before = {k: v.clone() for k, v in ranker.state_dict().items()}
+    wrapped = _lora(ranker, 4)
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable) and any("feature_head" in n for n in trainable)
+    assert not any("cand_head" in n for n in trainable)  # the rest stays frozen
+    with torch.no_grad():  # what training would do: move the adapters off zero
+        for n, p in wrapped.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.01)
+    merged = wrapped.merge_and_unload()
+    after = merged.state_dict()
+    assert after.keys() == before.keys()
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(after[q], before[q])
+    assert torch.equal(after["cand_head.fc1.weight"], before["cand_head.fc1.weight"])

@@ -4,11 +4,13 @@ Folder layout (``save`` / ``Recommender.load``)::
 
     model.json            name, training config
     arrays.npz            track_uris (catalogue, warm first), popularity, text (float16),
-                          behavior (float32), n_warm, item_playlists_* (CSR)
+                          behavior (float32), n_warm, item_playlists_* (CSR),
+                          title_vectors (float16, training playlists' titles: title-kNN)
     als/                  the ALS model over the warm tracks (fold-in)
     track_projector.safetensors, title_projector.safetensors
     ranker/               LlaraForCandidateScoring.save_pretrained
     train_report.json     what training measured
+    track_names.parquet   track_uri, track_name, artist_name (responses; seeds sent by name)
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class LlaraPP(Recommender):
         self.ranker: LlaraForCandidateScoring | None = None
         self.report: dict = {}
         self._encoder = encoder
-        self._batcher = None
+        self._catalog_vectors: torch.Tensor | None = None  # (n_items, H), see catalog_vectors
 
     @property
     def encoder(self):
@@ -66,11 +68,11 @@ class LlaraPP(Recommender):
         return model
 
     def _attach(self, stage, ranker) -> None:
-        from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
-
         self.stage, self.ranker = stage, ranker.eval()
         self._set_catalogue(stage.catalog.uris, stage.popularity)
-        self._batcher = RankerBatcher(stage, LlaraTrainConfig.from_dict(self.config))
+        self._text = torch.from_numpy(stage.catalog.text)
+        self._behavior = torch.from_numpy(stage.behavior)
+        self._catalog_vectors = None
 
     def config_dict(self) -> dict[str, Any]:
         return self.config
@@ -109,17 +111,68 @@ class LlaraPP(Recommender):
             self.stage, q, np.zeros(0, np.int64), int(self.config.get("max_seeds", 50))
         )
 
+    @property
     @torch.inference_mode()
+    def catalog_vectors(self) -> torch.Tensor:
+        """``(n_items, H)`` the ranker's candidate vector of every catalogue track, computed on
+        first use (candidate vectors depend on the track alone, so serving gathers rows)."""
+        if self._catalog_vectors is None:
+            use = torch.full((len(self._text),), 1.0 if self.hybrid else 0.0)
+            self._catalog_vectors = torch.cat(
+                [
+                    self.ranker.candidate_vectors(
+                        self._text[i : i + 8192], self._behavior[i : i + 8192], use[i : i + 8192]
+                    )
+                    for i in range(0, len(self._text), 8192)
+                ]
+            )
+        return self._catalog_vectors
+
+    @torch.inference_mode()
+    def candidate_scores(
+        self,
+        title_vec: np.ndarray | None,
+        seed_idx: np.ndarray,
+        candidates: np.ndarray,
+        features: np.ndarray,
+    ) -> np.ndarray:
+        """(N,) ranker scores of ``candidates`` — the ranker's ``forward`` with the catalogue's
+        candidate vectors precomputed (:attr:`catalog_vectors`).
+
+        Args:
+            title_vec: (text_dim,) title vector, or None.
+            seed_idx: (S,) catalogue indices of the seeds the ranker reads.
+            candidates: (N,) catalogue indices.
+            features: (N, F) retriever features of the candidates.
+        """
+        S, use = len(seed_idx), 1.0 if self.hybrid else 0.0
+        seeds = torch.from_numpy(np.asarray(seed_idx, dtype=np.int64))
+        has_title = title_vec is not None
+        title = (
+            torch.from_numpy(np.asarray(title_vec, np.float32))[None]
+            if has_title
+            else torch.zeros(1, self._text.shape[1])
+        )
+        query = self.ranker.query_vectors(
+            title,
+            torch.tensor([float(has_title)]),
+            self._text[seeds][None],
+            self._behavior[seeds][None],
+            torch.full((1, S), use),
+            torch.ones(1, S),
+        )
+        cands = self.catalog_vectors[torch.from_numpy(np.asarray(candidates, np.int64))][None]
+        feats = torch.from_numpy(np.asarray(features, np.float32))[None]  # (1, N, F)
+        return self.ranker.score(query, cands, feats, torch.ones(1, len(candidates)))[0].numpy()
+
     def recommend(self, case: Case, k: int = 500) -> list[str]:
         if self.stage is None:
             raise RuntimeError(f"{self.name}: recommend() before fit() or load()")
         if k < 1:
             raise ValueError(f"k={k}: expected k >= 1")
-        from llarapp.training.llara import rank_scores
-
         rc = self.rank_case(case)
-        scores = rank_scores(self.ranker, self._batcher.batch([rc], self.hybrid))[0]
-        order = rc.candidates[np.argsort(-scores[: len(rc.candidates)].numpy(), kind="stable")]
+        scores = self.candidate_scores(rc.title_vec, rc.seed_idx, rc.candidates, rc.features)
+        order = rc.candidates[np.argsort(-scores, kind="stable")]
         ranked = order[:k].tolist()
         if len(ranked) < k:  # fill from popularity
             fill = self._tiebreak.copy()
@@ -141,6 +194,7 @@ class LlaraPP(Recommender):
             text=st.catalog.text.astype(np.float16),
             behavior=st.behavior,
             n_warm=np.array(st.n_warm),
+            title_vectors=st.retriever.title_vectors.astype(np.float16),
             **csr_arrays("item_playlists", st.retriever.item_playlists),
         )
         st.als.save(path / "als")
@@ -180,6 +234,7 @@ class LlaraPP(Recommender):
             item_playlists,
             float(config.get("knn_alpha", 0.2)),
             int(config.get("n_candidates", 800)),
+            title_vectors=arrays["title_vectors"].astype(np.float32),
         )
         stage = Stage(
             catalog=Catalog(arrays["track_uris"].astype(str), text),

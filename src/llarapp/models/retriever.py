@@ -1,13 +1,15 @@
 """Two-stage retrieval, stage one: a case -> the top-N candidate tracks with their features.
 
 The catalogue is every track with text: warm tracks (in training playlists, with ALS factors)
-first, then cold tracks (text only, behavior vector from the track projector). Three sources
+first, then cold tracks (text only, behavior vector from the track projector). Four sources
 each score the whole catalogue, exactly (``argpartition``):
 
 - ``seed``: behavior-space query of the seeds — ALS fold-in (``recalculate_user``) of warm
   seeds, else the mean projected vector of cold/unknown seeds — dotted with every track;
 - ``title``: the title projector's query vector dotted with every track;
-- ``knn``: item co-occurrence with the warm seeds (warm tracks only).
+- ``knn``: item co-occurrence with the warm seeds (warm tracks only);
+- ``title_knn``: votes of the training playlists whose titles are nearest to the case's title
+  in MiniLM space (warm tracks only).
 
 Their top-N lists are fused by reciprocal rank (RRF, k=60) into N candidates. Per candidate the
 retriever returns :data:`FEATURES`, scaled per case so the ranker sees stable ranges.
@@ -20,7 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-FEATURES = ("seed_score", "title_score", "knn_score", "log_popularity", "is_cold", "rrf")
+FEATURES = (
+    "seed_score",
+    "title_score",
+    "knn_score",
+    "title_knn_score",
+    "log_popularity",
+    "is_cold",
+    "rrf",
+)
+N_SOURCES = 4  # the first four features are the sources' scores
 RRF_K = 60.0
 
 
@@ -42,6 +53,10 @@ class Retriever:
         item_playlists: (n_warm, n_train_playlists) CSR, warm items' playlists (item-kNN).
         knn_alpha: item-kNN normalisation exponent.
         n_candidates: N.
+        title_vectors: (n_train_playlists, text_dim) MiniLM title vectors of the playlists of
+            ``item_playlists``' columns (title-kNN source); None disables that source.
+        title_neighbours: title-kNN: the nearest titles that vote.
+        title_power: title-kNN: vote weight ``max(cosine, 0) ** power``.
     """
 
     def __init__(
@@ -52,6 +67,9 @@ class Retriever:
         item_playlists: sp.csr_matrix,
         knn_alpha: float = 0.2,
         n_candidates: int = 800,
+        title_vectors: np.ndarray | None = None,
+        title_neighbours: int = 400,
+        title_power: float = 2.0,
     ) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates={n_candidates}: expected >= 1")
@@ -65,6 +83,14 @@ class Retriever:
         self.n_candidates = n_candidates
         self._knn_norm = np.maximum(self.popularity[: self.n_warm], 1.0)
         self._pop_order = np.argsort(-self.popularity, kind="stable")
+        self.title_vectors = title_vectors
+        if title_vectors is not None and len(title_vectors) != item_playlists.shape[1]:
+            raise ValueError(
+                f"title_vectors: {len(title_vectors)} rows; expected one per playlist "
+                f"of item_playlists ({item_playlists.shape[1]})"
+            )
+        self.title_neighbours, self.title_power = title_neighbours, title_power
+        self._playlist_items = item_playlists.T.tocsr()
 
     @property
     def n_items(self) -> int:
@@ -76,12 +102,21 @@ class Retriever:
         votes = self.item_playlists[warm_seeds].T @ (n[warm_seeds] ** -(1.0 - a))
         return np.asarray(self.item_playlists @ votes) * n**-a
 
+    def title_knn_scores(self, title_text: np.ndarray) -> np.ndarray:
+        """(n_warm,) votes of the training playlists with the nearest titles."""
+        sims = self.title_vectors @ title_text
+        k = min(self.title_neighbours, len(sims))
+        near = np.argpartition(-sims, k - 1)[:k]
+        weights = np.maximum(sims[near], 0.0) ** self.title_power
+        return np.asarray(self._playlist_items[near].T @ weights).ravel()
+
     def retrieve(
         self,
         seed_query: np.ndarray | None,
         title_query: np.ndarray | None,
         warm_seeds: np.ndarray,
         exclude: np.ndarray,
+        title_text: np.ndarray | None = None,
     ) -> Retrieved:
         """Fuse the sources for one case.
 
@@ -90,6 +125,7 @@ class Retriever:
             title_query: (f,) behavior-space query of the title, or None.
             warm_seeds: catalogue indices of warm seeds (item-kNN).
             exclude: catalogue indices never returned (the seeds).
+            title_text: (text_dim,) MiniLM vector of the title (title-kNN), or None.
         """
         n, N = self.n_items, min(self.n_candidates, self.n_items)
         queries = [q for q in (seed_query, title_query) if q is not None]
@@ -101,8 +137,13 @@ class Retriever:
         if warm_seeds.size:
             knn_s = np.zeros(n, dtype=np.float32)
             knn_s[: self.n_warm] = self.knn_scores(warm_seeds)
+        tknn_s = None
+        if title_text is not None and self.title_vectors is not None:
+            tknn_s = np.zeros(n, dtype=np.float32)
+            tknn_s[: self.n_warm] = self.title_knn_scores(title_text)
+        sources = (seed_s, title_s, knn_s, tknn_s)
         fused = np.zeros(n, dtype=np.float64)
-        for scores in (seed_s, title_s, knn_s):
+        for scores in sources:
             if scores is None:
                 continue
             s = scores.astype(np.float64, copy=True)
@@ -120,11 +161,11 @@ class Retriever:
             candidates = candidates[np.argsort(-fused[candidates], kind="stable")]
             candidates = candidates[fused[candidates] >= 0]
         feats = np.zeros((len(candidates), len(FEATURES)), dtype=np.float32)
-        for j, scores in enumerate((seed_s, title_s, knn_s)):
+        for j, scores in enumerate(sources):
             if scores is not None:
                 vals = scores[candidates]
                 feats[:, j] = vals / max(float(np.abs(vals).max()), 1e-6)
-        feats[:, 3] = self.log_pop[candidates] / max(float(self.log_pop.max()), 1e-6)
-        feats[:, 4] = self.is_cold[candidates]
-        feats[:, 5] = fused[candidates] * (RRF_K + 1.0) / 3.0
+        feats[:, N_SOURCES] = self.log_pop[candidates] / max(float(self.log_pop.max()), 1e-6)
+        feats[:, N_SOURCES + 1] = self.is_cold[candidates]
+        feats[:, N_SOURCES + 2] = fused[candidates] * (RRF_K + 1.0) / N_SOURCES
         return Retrieved(candidates.astype(np.int64), feats)

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from llarapp.config import ALSConfig
@@ -29,6 +30,7 @@ class Catalog:
 
     uris: np.ndarray  # (n,) str
     text: np.ndarray  # (n, text_dim) float32 MiniLM vectors
+    artists: np.ndarray | None = None  # (n,) str artist names (fitting only; not served)
 
     def __post_init__(self) -> None:
         self.index = {u: i for i, u in enumerate(self.uris.tolist())}
@@ -77,7 +79,8 @@ class Stage:
 
     def retrieve(self, q: Query) -> tuple[Retrieved, np.ndarray | None, np.ndarray | None]:
         seed_q, title_q, warm = self.queries(q)
-        return self.retriever.retrieve(seed_q, title_q, warm, q.seed_idx), seed_q, title_q
+        retrieved = self.retriever.retrieve(seed_q, title_q, warm, q.seed_idx, q.title_vec)
+        return retrieved, seed_q, title_q
 
 
 def subset(train: TrainSet, rows: np.ndarray) -> TrainSet:
@@ -115,7 +118,8 @@ def build_stage(
     cold_mask = np.ones(len(catalog.uris), dtype=bool)
     cold_mask[warm_idx] = False
     order = np.concatenate([warm_idx, np.flatnonzero(cold_mask)])
-    ordered = Catalog(catalog.uris[order], catalog.text[order])
+    artists = catalog.artists[order] if catalog.artists is not None else None
+    ordered = Catalog(catalog.uris[order], catalog.text[order], artists)
     n_warm = len(warm_idx)
 
     als = ALS(als_config).fit(train)
@@ -129,13 +133,24 @@ def build_stage(
         projector_config,
     )
     title_proj, title_report = fit_projector(title_vecs, als.user_factors, None, projector_config)
-    behavior = np.concatenate([factors, track_proj.project(ordered.text[n_warm:])])
+    cold = track_proj.project(ordered.text[n_warm:])
+    n_by_artist = 0
+    if artists is not None:
+        cold, n_by_artist = artist_vectors(artists, factors, cold)
+    behavior = np.concatenate([factors, cold])
     retriever = Retriever(
-        behavior, popularity == 0, popularity, train.matrix.T.tocsr(), knn_alpha, n_candidates
+        behavior,
+        popularity == 0,
+        popularity,
+        train.matrix.T.tocsr(),
+        knn_alpha,
+        n_candidates,
+        title_vectors=np.asarray(title_vecs, dtype=np.float16).astype(np.float32),
     )
     report = {
         "warm_tracks": n_warm,
         "cold_tracks": int(len(order) - n_warm),
+        "cold_from_artist": n_by_artist,
         "track_projector": track_report,
         "title_projector": title_report,
     }
@@ -143,6 +158,35 @@ def build_stage(
     return Stage(
         ordered, n_warm, als, behavior, popularity, track_proj, title_proj, retriever, report
     )
+
+
+def artist_vectors(
+    artists: np.ndarray, warm_factors: np.ndarray, cold: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Cold tracks by an artist with warm tracks get the mean of those tracks' ALS vectors.
+
+    On real playlists an artist's tracks are played together far more reliably than a
+    MiniLM-to-ALS projection of the track's text can tell (see the projector's held-out fit
+    in the training report), so the projection is kept only for artists never played.
+
+    Args:
+        artists: (n_warm + n_cold,) artist names, warm tracks first.
+        warm_factors: (n_warm, f) ALS item vectors.
+        cold: (n_cold, f) projected vectors of the cold tracks.
+
+    Returns:
+        The cold tracks' vectors and how many came from their artist.
+    """
+    n_warm = len(warm_factors)
+    codes, names = pd.factorize(pd.Series(artists).str.casefold())
+    sums = np.zeros((len(names), warm_factors.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes[:n_warm], warm_factors)
+    counts = np.bincount(codes[:n_warm], minlength=len(names))
+    cold_codes = codes[n_warm:]
+    known = (cold_codes >= 0) & (counts[cold_codes] > 0)
+    out = cold.copy()
+    out[known] = (sums[cold_codes[known]] / counts[cold_codes[known], None]).astype(cold.dtype)
+    return out, int(known.sum())
 
 
 def align(source: Stage, target: Stage) -> np.ndarray:

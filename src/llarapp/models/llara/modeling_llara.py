@@ -563,24 +563,11 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
             ``-(1 / n_pos) * sum_pos log_softmax(scores)[pos]``.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        hidden_states = self.model(
-            title_vec,
-            title_mask,
-            seed_text,
-            seed_behavior,
-            seed_use_behavior,
-            seed_mask,
-            return_dict=True,
-        ).last_hidden_state  # (B, S + 2, H)
-        query = hidden_states[:, -1, :]  # (B, H): the QUERY token
-
-        cand = self.cand_head(
-            self.model.item_embeddings(cand_text, cand_behavior, cand_use_behavior)
-        )  # (B, N, H)
-        scores = torch.matmul(cand, query[:, :, None])[..., 0] * self.score_scale  # (B, N)
-        scores = scores * self.interaction
-        scores = scores + self.feature_head(cand_features)[..., 0]  # (B, N)
-        scores = scores.masked_fill(cand_mask <= 0, MASKED_SCORE)  # (B, N)
+        query = self.query_vectors(
+            title_vec, title_mask, seed_text, seed_behavior, seed_use_behavior, seed_mask
+        )  # (B, H)
+        cand = self.candidate_vectors(cand_text, cand_behavior, cand_use_behavior)  # (B, N, H)
+        scores = self.score(query, cand, cand_features, cand_mask)  # (B, N)
 
         loss = None
         if labels is not None:
@@ -588,6 +575,51 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
 
         output = LlaraRankerOutput(loss=loss, scores=scores)
         return output if return_dict else output.to_tuple()
+
+    def query_vectors(
+        self,
+        title_vec: torch.Tensor,
+        title_mask: torch.Tensor,
+        seed_text: torch.Tensor,
+        seed_behavior: torch.Tensor,
+        seed_use_behavior: torch.Tensor,
+        seed_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, H)``: the decoder's QUERY token for each playlist (arguments as ``forward``)."""
+        return self.model(
+            title_vec,
+            title_mask,
+            seed_text,
+            seed_behavior,
+            seed_use_behavior,
+            seed_mask,
+            return_dict=True,
+        ).last_hidden_state[:, -1, :]
+
+    def candidate_vectors(
+        self,
+        cand_text: torch.Tensor,
+        cand_behavior: torch.Tensor,
+        cand_use_behavior: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(..., H)``: candidate tracks as vectors. Depends on the track alone, so a server
+        may compute it once for the whole catalogue and gather rows per request."""
+        return self.cand_head(
+            self.model.item_embeddings(cand_text, cand_behavior, cand_use_behavior)
+        )
+
+    def score(
+        self,
+        query: torch.Tensor,
+        cand_vectors: torch.Tensor,
+        cand_features: torch.Tensor,
+        cand_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, N)`` scores from ``query`` ``(B, H)`` and ``cand_vectors`` ``(B, N, H)``."""
+        scores = torch.matmul(cand_vectors, query[:, :, None])[..., 0] * self.score_scale
+        scores = scores * self.interaction
+        scores = scores + self.feature_head(cand_features)[..., 0]  # (B, N)
+        return scores.masked_fill(cand_mask <= 0, MASKED_SCORE)
 
 
 def listwise_softmax_loss(
