@@ -1,0 +1,669 @@
+"""Export stage: the LLaRA++ ranker (and the MiniLM encoder) to ONNX, optimized and quantized.
+
+``export_onnx(model_dir, data_dir, split_dir)`` runs the whole stage:
+
+1. **Export** ``ranker/`` with the dynamo exporter (``torch.onnx.export(dynamo=True)``, opset
+   18): ``torch.export`` captures ``forward`` exactly (no tracing of Python control flow), and
+   dynamic ``batch`` / ``seeds`` / ``candidates`` axes are declared as ``torch.export.Dim``.
+   Opset 18 is the lowest the dynamo exporter emits and one every onnxruntime quantization
+   tool in use here handles. Weights go in the one file unless they pass 1 GiB.
+2. **Variants**: ``pytorch_fp32`` (the reference, not served), ``onnx_fp32``, ``onnx_optimized``
+   (onnxruntime extended-level graph optimization, saved: the layout-independent level, so the
+   file runs on any CPU), ``onnx_qint8_dynamic`` (``quantize_dynamic``, per-channel int8 weights)
+   and ``onnx_qint8_static`` (QDQ, per-channel int8 weights, uint8 activations calibrated
+   (MinMax) on ranker cases drawn from *training* playlists).
+3. **Parity** on the validation cases, each variant against ``pytorch_fp32`` on the same inputs:
+   max |score difference| (real candidates), top-100 overlap, NDCG@500 of the candidate order.
+4. **Timing** on CPU with ``intra_op_num_threads`` pinned (PyTorch gets the same thread count):
+   p50 / p95 / p99 ms at batch 1 over the validation cases, throughput (cases/s) at batch 64.
+5. **Choose**: the fastest ONNX variant (p50 at batch 1) whose validation NDCG is within
+   ``ndcg_tolerance`` (1%) of PyTorch fp32; for the encoder, the faster of fp32 and QInt8, the
+   latter only when its cosine with fp32 is at least 0.99 on every check text (track texts).
+
+Files in: ``MODEL_DIR`` (a trained LLaRA++ folder); ``tracks.parquet``,
+``playlists.parquet``, ``interactions.parquet`` of the ingest folder and ``folds.parquet``,
+``cases.parquet`` of the split folder it was trained on.
+
+Files out (``MODEL_DIR/onnx/``)::
+
+    ranker.onnx, ranker.optimized.onnx, ranker.qint8_dynamic.onnx, ranker.qint8_static.onnx
+    encoder.onnx, encoder.qint8.onnx, tokenizer/
+    manifest.json   {"chosen", "ranker": {file, provider, intra_op_num_threads, inputs, outputs,
+                    opset, exporter}, "encoder": {file, tokenizer, max_length, ...}, "parity",
+                    "variants": {NAME: {file, size_mb, ndcg, p50_ms, ...}}, ...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from llarapp.evaluation.metrics import ndcg
+from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR, make_session
+from llarapp.models.llara import INPUT_NAMES, LlaraForCandidateScoring
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "pytorch_fp32"
+ONNX_VARIANTS = ("onnx_fp32", "onnx_optimized", "onnx_qint8_dynamic", "onnx_qint8_static")
+VARIANT_FILES = {
+    "onnx_fp32": "ranker.onnx",
+    "onnx_optimized": "ranker.optimized.onnx",
+    "onnx_qint8_dynamic": "ranker.qint8_dynamic.onnx",
+    "onnx_qint8_static": "ranker.qint8_static.onnx",
+}
+OUTPUT_NAMES = ("scores",)
+EXTERNAL_DATA_BYTES = 1 << 30  # weights beyond this go to an external .data file
+TOP_OVERLAP = 100
+
+Scorer = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Knobs of the export stage (defaults are what ``llarapp benchmark export`` runs)."""
+
+    opset: int = 18  # dynamo exporter: 18 is its floor and every ORT quantizer handles it
+    threads: int = 1  # intra_op_num_threads of every CPU session (torch.set_num_threads too)
+    provider: str = "CPUExecutionProvider"
+    max_valid_cases: int | None = 400  # validation cases for parity, NDCG and batch-1 timing
+    calibration_playlists: int = 64  # training playlists whose cases calibrate static QInt8
+    max_calibration_cases: int = 64  # each keeps its MatMul inputs in memory while calibrating
+    warmup_runs: int = 10  # untimed runs per variant before timing
+    latency_runs: int = 200  # timed batch-1 runs per variant (cycling the validation cases)
+    throughput_batch: int = 64
+    throughput_runs: int = 10  # timed runs of one batch of ``throughput_batch`` cases
+    ndcg_tolerance: float = 0.01  # chosen variant: NDCG >= (1 - tol) * PyTorch fp32 NDCG
+    encoder: bool = True  # also export / quantize / time the MiniLM encoder
+    encoder_check_texts: int = 1000  # track texts the encoder variants are compared on
+    min_encoder_cosine: float = 0.99
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.opset < 18:
+            raise ValueError(f"opset={self.opset}: the dynamo exporter needs opset >= 18")
+        for name in ("threads", "latency_runs", "throughput_batch", "throughput_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ExportConfig.{name}={getattr(self, name)}: expected >= 1")
+        if not 0 <= self.ndcg_tolerance < 1:
+            raise ValueError(f"ndcg_tolerance={self.ndcg_tolerance}: expected 0 <= x < 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Export and variants
+# --------------------------------------------------------------------------------------------
+def ranker_io_spec(ranker: LlaraForCandidateScoring) -> tuple[list[dict], list[dict]]:
+    """Input and output ``{"name", "shape", "dtype"}`` lists (named axes are dynamic)."""
+    c = ranker.config
+    shapes = {
+        "title_vec": ["batch", c.text_dim],
+        "title_mask": ["batch"],
+        "seed_text": ["batch", "seeds", c.text_dim],
+        "seed_behavior": ["batch", "seeds", c.behavior_dim],
+        "seed_use_behavior": ["batch", "seeds"],
+        "seed_mask": ["batch", "seeds"],
+        "cand_text": ["batch", "candidates", c.text_dim],
+        "cand_behavior": ["batch", "candidates", c.behavior_dim],
+        "cand_use_behavior": ["batch", "candidates"],
+        "cand_features": ["batch", "candidates", c.n_features],
+        "cand_mask": ["batch", "candidates"],
+    }
+    inputs = [{"name": n, "shape": shapes[n], "dtype": "float32"} for n in INPUT_NAMES]
+    outputs = [{"name": "scores", "shape": ["batch", "candidates"], "dtype": "float32"}]
+    return inputs, outputs
+
+
+class _Positional(torch.nn.Module):
+    """``forward(*INPUT_NAMES) -> scores``: the ranker with a tensor-only signature."""
+
+    def __init__(self, ranker: LlaraForCandidateScoring) -> None:
+        super().__init__()
+        self.ranker = ranker
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.ranker(**dict(zip(INPUT_NAMES, inputs, strict=True)), return_dict=True).scores
+
+
+def example_inputs(ranker: LlaraForCandidateScoring, b: int = 2, s: int = 3, n: int = 5):
+    """Random ranker inputs ``(B, S, N) = (b, s, n)``; sizes >= 2 so no axis is specialised."""
+    gen = torch.Generator().manual_seed(0)
+    inputs, _ = ranker_io_spec(ranker)
+    sizes = {"batch": b, "seeds": s, "candidates": n}
+    out = []
+    for spec in inputs:
+        shape = [sizes.get(d, d) for d in spec["shape"]]
+        if spec["name"].endswith(("_mask", "_use_behavior")):
+            out.append(torch.ones(shape))
+        else:
+            out.append(torch.randn(shape, generator=gen))
+    return tuple(out)
+
+
+def export_ranker(ranker: LlaraForCandidateScoring, path: Path | str, opset: int = 18) -> Path:
+    """Export ``ranker`` to ``path`` (dynamo exporter, dynamic batch / seeds / candidates)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = _Positional(ranker.eval()).eval()
+    batch = torch.export.Dim("batch", min=1)
+    seeds = torch.export.Dim("seeds", min=0)
+    cands = torch.export.Dim("candidates", min=1)
+    inputs, _ = ranker_io_spec(ranker)
+    axes = {"batch": batch, "seeds": seeds, "candidates": cands}
+    dynamic = tuple(
+        {i: axes[d] for i, d in enumerate(spec["shape"]) if isinstance(d, str)} for spec in inputs
+    )
+    external = sum(p.numel() * p.element_size() for p in ranker.parameters()) > EXTERNAL_DATA_BYTES
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            example_inputs(ranker),
+            dynamo=True,
+            opset_version=opset,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=(dynamic,),
+            external_data=external,
+        )
+    program.save(str(path), external_data=external)
+    return path
+
+
+def optimize_saved(src: Path, dst: Path, threads: int = 1, level: str = "extended") -> Path:
+    """Run onnxruntime graph optimization on ``src`` and save the optimized graph as ``dst``."""
+    import onnxruntime as ort
+
+    from llarapp.export.runtime import session_options
+
+    opts = session_options(threads, level)
+    opts.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    return dst
+
+
+def quantize_ranker_dynamic(src: Path, dst: Path) -> dict:
+    """Dynamic QInt8: int8 per-channel weights, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src,
+        dst,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True},
+    )
+    return {"method": "quantize_dynamic", "weight_type": "QInt8", "per_channel": True}
+
+
+class _FeedReader:
+    """``CalibrationDataReader`` over a list of feed dicts."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
+        self._it = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - some calibrators call it
+        pass
+
+
+def quantize_ranker_static(src: Path, dst: Path, calibration: Sequence[dict]) -> dict:
+    """Static QInt8 (QDQ): int8 per-channel weights, uint8 activations from MinMax calibration."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if not calibration:
+        raise ValueError("quantize_ranker_static: no calibration inputs")
+    reader = type("Reader", (_FeedReader, CalibrationDataReader), {})(calibration)
+    quantize_static(
+        src,
+        dst,
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        # not CalibMaxIntermediateOutputs: onnxruntime 1.32 drops (not merges) the outputs it
+        # collected when that limit is hit; memory is bounded by max_calibration_cases instead
+        extra_options={"MatMulConstBOnly": True},
+    )
+    return {
+        "method": "quantize_static",
+        "format": "QDQ",
+        "weight_type": "QInt8",
+        "activation_type": "QUInt8",
+        "per_channel": True,
+        "calibration": "MinMax",
+        "calibration_inputs": len(calibration),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: validation and calibration cases
+# --------------------------------------------------------------------------------------------
+def to_feeds(batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Ranker tensors (a ``RankerBatcher.batch``) as float32 numpy feeds, labels dropped."""
+    return {k: batch[k].numpy().astype(np.float32, copy=False) for k in INPUT_NAMES}
+
+
+def validation_inputs(model, data_dir: Path, split_dir: Path, max_cases: int | None):
+    """``(rank_cases, hidden_uris)`` of the validation cases, retrieved as served."""
+    from llarapp.data.dataset import load_cases
+
+    valid = load_cases(data_dir, split_dir, "valid", max_cases)
+    if not valid:
+        raise ValueError(f"{split_dir}: no validation cases to check the export on")
+    cases = [model.rank_case(ec.case) for ec in tqdm(valid, desc="valid cases", leave=False)]
+    return cases, [list(ec.hidden) for ec in valid]
+
+
+def calibration_cases(model, data_dir: Path, split_dir: Path, config: ExportConfig) -> list:
+    """Ranker cases (challenge categories) from a sample of *training* playlists."""
+    from llarapp.data.schema import INTERACTIONS_FILE, PLAYLISTS_FILE
+    from llarapp.data.split import FOLDS_FILE
+    from llarapp.training.llara import LlaraTrainConfig, ranker_cases_from_playlists
+
+    folds = pq.read_table(split_dir / FOLDS_FILE, columns=["pid", "fold"]).to_pandas()
+    train_pids = np.sort(folds.loc[folds["fold"] == "train", "pid"].to_numpy())
+    if len(train_pids) == 0:
+        raise ValueError(f"{split_dir / FOLDS_FILE}: no training playlists to calibrate on")
+    rng = np.random.default_rng([config.seed, 17])
+    n = min(config.calibration_playlists, len(train_pids))
+    pids = np.sort(rng.choice(train_pids, n, replace=False))
+    pid_set = set(pids.tolist())
+    inter = pq.read_table(data_dir / INTERACTIONS_FILE, columns=["pid", "pos", "track_uri"])
+    inter = inter.to_pandas()
+    inter = inter[inter["pid"].isin(pid_set)].sort_values(["pid", "pos"])
+    ordered = inter.groupby("pid")["track_uri"].apply(list)
+    names = pq.read_table(data_dir / PLAYLISTS_FILE, columns=["pid", "name"]).to_pandas()
+    names = names.set_index("pid")["name"]
+    pids = np.array([p for p in pids if p in ordered.index])
+    titles = model.encoder.encode([str(names.get(p, "")) for p in pids])
+    train_config = LlaraTrainConfig.from_dict(model.config)
+    cases = ranker_cases_from_playlists(
+        model.stage, [ordered[p] for p in pids], titles, train_config
+    )
+    order = rng.permutation(len(cases))[: config.max_calibration_cases]
+    return [cases[i] for i in order]
+
+
+# --------------------------------------------------------------------------------------------
+# Parity and timing
+# --------------------------------------------------------------------------------------------
+def torch_scorer(ranker: LlaraForCandidateScoring) -> Scorer:
+    """PyTorch fp32 reference: feeds -> ``(B, N)`` scores."""
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+            return ranker(**inputs, return_dict=True).scores.numpy()
+
+    return run
+
+
+def onnx_scorer(session) -> Scorer:
+    """An onnxruntime session: feeds -> ``(B, N)`` scores."""
+    return lambda feeds: session.run(["scores"], feeds)[0]
+
+
+def max_abs_diff(scores: list[np.ndarray], reference: list[np.ndarray], cases: list) -> float:
+    """Largest |variant - reference| score over the real candidates of every case."""
+    diffs = [
+        float(np.abs(s[: len(rc.candidates)] - r[: len(rc.candidates)]).max(initial=0.0))
+        for s, r, rc in zip(scores, reference, cases, strict=True)
+    ]
+    return max(diffs, default=0.0)
+
+
+def top_overlap(
+    scores: list[np.ndarray], reference: list[np.ndarray], cases: list, k: int = TOP_OVERLAP
+) -> float:
+    """Mean share of the reference top-``k`` candidates that the variant's top-``k`` keeps."""
+    values = []
+    for s, r, rc in zip(scores, reference, cases, strict=True):
+        n = len(rc.candidates)
+        if n == 0:
+            continue
+        kk = min(k, n)
+        a = np.argsort(-s[:n], kind="stable")[:kk]
+        b = np.argsort(-r[:n], kind="stable")[:kk]
+        values.append(len(np.intersect1d(a, b)) / kk)
+    return float(np.mean(values)) if values else 1.0
+
+
+def validation_ndcg(
+    scores: list[np.ndarray], cases: list, hidden: list[list[str]], track_uris: np.ndarray
+) -> float:
+    """Mean NDCG@500 of the candidate order each case's scores give."""
+    values = []
+    for s, rc, hid in zip(scores, cases, hidden, strict=True):
+        n = len(rc.candidates)
+        order = rc.candidates[np.argsort(-s[:n], kind="stable")][:500]
+        values.append(ndcg(track_uris[order].tolist(), hid, k=500))
+    return float(np.mean(values)) if values else 0.0
+
+
+def time_scorer(
+    run: Scorer,
+    single: Sequence[dict[str, np.ndarray]],
+    batch: dict[str, np.ndarray],
+    config: ExportConfig,
+) -> dict[str, float]:
+    """p50 / p95 / p99 ms at batch 1 (cycling ``single``) and cases/s on ``batch``."""
+    for i in range(config.warmup_runs):
+        run(single[i % len(single)])
+    latency = []
+    for i in range(config.latency_runs):
+        feeds = single[i % len(single)]
+        start = time.perf_counter()
+        run(feeds)
+        latency.append((time.perf_counter() - start) * 1000.0)
+    run(batch)
+    start = time.perf_counter()
+    for _ in range(config.throughput_runs):
+        run(batch)
+    elapsed = time.perf_counter() - start
+    n = len(batch["cand_mask"])
+    p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+    return {
+        "p50_ms": round(float(p50), 4),
+        "p95_ms": round(float(p95), 4),
+        "p99_ms": round(float(p99), 4),
+        "throughput": round(n * config.throughput_runs / elapsed, 2),
+    }
+
+
+def choose_variant(variants: dict[str, dict], tolerance: float = 0.01) -> str:
+    """The fastest ONNX variant (p50 at batch 1) whose NDCG is within ``tolerance`` of fp32.
+
+    Args:
+        variants: ``{NAME: {"ndcg", "p50_ms", ...}}`` holding ``pytorch_fp32`` (the reference)
+            and ONNX variants (those with a ``file``).
+        tolerance: Relative NDCG loss allowed against ``pytorch_fp32``.
+
+    Raises:
+        ValueError: When no ONNX variant keeps NDCG within the tolerance.
+    """
+    if REFERENCE not in variants:
+        raise ValueError(f"choose_variant: no {REFERENCE!r} reference in {sorted(variants)}")
+    floor = (1.0 - tolerance) * variants[REFERENCE]["ndcg"]
+    ok = {n: v for n, v in variants.items() if v.get("file") and v["ndcg"] >= floor - 1e-12}
+    if not ok:
+        found = {n: v["ndcg"] for n, v in variants.items()}
+        raise ValueError(f"no ONNX variant keeps NDCG >= {floor:.5f}; found {found}")
+    return min(ok, key=lambda n: (ok[n]["p50_ms"], n))
+
+
+def size_mb(path: Path) -> float:
+    """Size of an ONNX file plus its external data file, if any, in MB."""
+    total = path.stat().st_size
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        total += data.stat().st_size
+    return round(total / 1e6, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+def export_onnx(
+    model_dir: Path | str,
+    data_dir: Path | str,
+    split_dir: Path | str,
+    config: ExportConfig | None = None,
+    model=None,
+) -> dict[str, Any]:
+    """Export, optimize, quantize, check, time and choose; write ``MODEL_DIR/onnx/``.
+
+    Args:
+        model_dir: A trained LLaRA++ folder (``llarapp train``).
+        data_dir: The ingest folder it was trained on.
+        split_dir: The split folder it was trained on (validation cases, training playlists).
+        config: Export knobs.
+        model: The loaded :class:`~llarapp.models.llarapp_model.LlaraPP` (default: load it).
+
+    Returns:
+        The manifest written to ``MODEL_DIR/onnx/manifest.json`` (see the module docstring).
+    """
+    from llarapp.models.base import Recommender
+    from llarapp.models.llarapp_model import LlaraPP
+    from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
+
+    config = config or ExportConfig()
+    model_dir, data_dir, split_dir = Path(model_dir), Path(data_dir), Path(split_dir)
+    model = model or Recommender.load(model_dir)
+    if not isinstance(model, LlaraPP):
+        raise ValueError(f"{model_dir}: expected a llara++ model, found {model.name!r}")
+    out = model_dir / ONNX_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    ranker = model.ranker.eval()
+    seconds: dict[str, float] = {}
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        # ---- inputs
+        t = time.perf_counter()
+        batcher = RankerBatcher(model.stage, LlaraTrainConfig.from_dict(model.config))
+        cases, hidden = validation_inputs(model, data_dir, split_dir, config.max_valid_cases)
+        single = [to_feeds(batcher.batch([rc], model.hybrid)) for rc in cases]
+        fill = [cases[i % len(cases)] for i in range(config.throughput_batch)]
+        big = to_feeds(batcher.batch(fill, model.hybrid))
+        calib_cases = calibration_cases(model, data_dir, split_dir, config)
+        calibration = [to_feeds(batcher.batch([rc], model.hybrid)) for rc in calib_cases]
+        seconds["inputs"] = time.perf_counter() - t
+
+        # ---- export and variants
+        t = time.perf_counter()
+        files = {name: out / VARIANT_FILES[name] for name in ONNX_VARIANTS}
+        export_ranker(ranker, files["onnx_fp32"], config.opset)
+        seconds["export"] = time.perf_counter() - t
+        t = time.perf_counter()
+        optimize_saved(files["onnx_fp32"], files["onnx_optimized"], config.threads)
+        recipes = {
+            "onnx_fp32": {"method": "torch.onnx.export", "exporter": "dynamo"},
+            "onnx_optimized": {"method": "onnxruntime graph optimization", "level": "extended"},
+            "onnx_qint8_dynamic": quantize_ranker_dynamic(
+                files["onnx_fp32"], files["onnx_qint8_dynamic"]
+            ),
+            "onnx_qint8_static": quantize_ranker_static(
+                files["onnx_fp32"], files["onnx_qint8_static"], calibration
+            ),
+        }
+        seconds["variants"] = time.perf_counter() - t
+
+        # ---- parity and timing
+        t = time.perf_counter()
+        scorers: dict[str, Scorer] = {REFERENCE: torch_scorer(ranker)}
+        load_ms = {}
+        for name in ONNX_VARIANTS:
+            start = time.perf_counter()
+            session = make_session(files[name], config.threads, config.provider)
+            load_ms[name] = round((time.perf_counter() - start) * 1000.0, 2)
+            scorers[name] = onnx_scorer(session)
+        ref_scores = [scorers[REFERENCE](f)[0] for f in single]
+        ref_batch = scorers[REFERENCE](big)
+        big_mask = big["cand_mask"] > 0
+        variants: dict[str, dict] = {}
+        for name, run in tqdm(scorers.items(), desc="variants", leave=False):
+            scores = ref_scores if name == REFERENCE else [run(f)[0] for f in single]
+            row: dict[str, Any] = {
+                "file": VARIANT_FILES.get(name),
+                "provider": "torch-cpu" if name == REFERENCE else config.provider,
+                "intra_op_num_threads": config.threads,
+                "size_mb": _torch_size_mb(ranker) if name == REFERENCE else size_mb(files[name]),
+                "ndcg": round(validation_ndcg(scores, cases, hidden, model.track_uris), 6),
+                "max_abs_diff": max_abs_diff(scores, ref_scores, cases),
+                "top100_overlap": round(top_overlap(scores, ref_scores, cases), 6),
+                "batch_max_abs_diff": float(
+                    np.abs(run(big) - ref_batch)[big_mask].max(initial=0.0)
+                ),
+            }
+            row.update(time_scorer(run, single, big, config))
+            if name in load_ms:
+                row["load_ms"] = load_ms[name]
+                row["recipe"] = recipes[name]
+            variants[name] = row
+            log.info(
+                "%s: ndcg %.4f  max|diff| %.2e  top100 %.3f  p50 %.3f ms  %.0f cases/s",
+                name,
+                row["ndcg"],
+                row["max_abs_diff"],
+                row["top100_overlap"],
+                row["p50_ms"],
+                row["throughput"],
+            )
+        chosen = choose_variant(variants, config.ndcg_tolerance)
+        seconds["parity_timing"] = time.perf_counter() - t
+
+        # ---- encoder
+        encoder = None
+        if config.encoder:
+            t = time.perf_counter()
+            encoder = _encoder_section(out, data_dir, config)
+            seconds["encoder"] = time.perf_counter() - t
+    finally:
+        torch.set_num_threads(threads_before)
+
+    inputs, outputs = ranker_io_spec(ranker)
+    manifest = {
+        "format": "llarapp-onnx/1",
+        "chosen": chosen,
+        "rule": (
+            f"fastest ONNX variant (p50 ms at batch 1, {config.provider}, "
+            f"{config.threads} thread(s)) whose validation NDCG@500 is within "
+            f"{config.ndcg_tolerance:.0%} of {REFERENCE}"
+        ),
+        "ranker": {
+            "variant": chosen,
+            "file": VARIANT_FILES[chosen],
+            "provider": config.provider,
+            "intra_op_num_threads": config.threads,
+            "inputs": inputs,
+            "outputs": outputs,
+            "opset": config.opset,
+            "exporter": "torch.onnx.export(dynamo=True)",
+            "masked_score": -1e4,
+        },
+        "encoder": encoder,
+        "parity": {
+            name: {k: v[k] for k in ("max_abs_diff", "top100_overlap", "ndcg")}
+            for name, v in variants.items()
+        },
+        "variants": variants,
+        "validation_cases": len(cases),
+        "calibration_cases": len(calibration),
+        "config": dataclasses.asdict(config),
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "versions": _versions(),
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    log.info("export: chose %s -> %s", chosen, out / MANIFEST_FILE)
+    return manifest
+
+
+def _encoder_section(out: Path, data_dir: Path, config: ExportConfig) -> dict[str, Any]:
+    """Export the encoder, compare its variants on track texts, time them, pick one."""
+    from llarapp.data.dataset import track_texts
+    from llarapp.data.schema import TRACKS_FILE
+    from llarapp.export.encoder import export_encoder
+    from llarapp.export.runtime import OnnxTextEncoder
+
+    tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
+    texts = track_texts(tracks)
+    rng = np.random.default_rng([config.seed, 23])
+    pick = rng.choice(len(texts), min(config.encoder_check_texts, len(texts)), replace=False)
+    texts = [texts[i] for i in np.sort(pick)]
+    result = export_encoder(
+        out, texts, threads=config.threads, min_cosine=config.min_encoder_cosine
+    )
+    rows = {}
+    for name, path in (("encoder_fp32", result.fp32), ("encoder_qint8", result.qint8)):
+        enc = OnnxTextEncoder(path, result.tokenizer, result.max_length, threads=config.threads)
+        single = [[t] for t in texts]
+        big = [texts[i % len(texts)] for i in range(config.throughput_batch)]
+        timing = _time_texts(enc.encode, single, big, config)
+        rows[name] = {"file": path.name, "size_mb": size_mb(path), **timing}
+    rows["encoder_fp32"].update(cosine_mean=1.0, cosine_min=1.0)
+    rows["encoder_qint8"].update(
+        cosine_mean=round(result.cosine_mean, 6), cosine_min=round(result.cosine_min, 6)
+    )
+    # the same rule as the ranker's: the fastest variant that keeps quality (cosine bound)
+    ok = ["encoder_fp32"] + (["encoder_qint8"] if result.quantization["passed"] else [])
+    serve = min(ok, key=lambda n: (rows[n]["p50_ms"], n))
+    return {
+        "variant": serve,
+        "file": rows[serve]["file"],
+        "tokenizer": result.tokenizer.name,
+        "max_length": result.max_length,
+        "provider": config.provider,
+        "intra_op_num_threads": config.threads,
+        "inputs": [
+            {"name": n, "shape": ["batch", "sequence"], "dtype": "int64"}
+            for n in ("input_ids", "attention_mask", "token_type_ids")
+        ],
+        "outputs": [{"name": "sentence_embedding", "shape": ["batch", 384], "dtype": "float32"}],
+        "normalized": True,
+        "fp32_vs_torch_max_abs": result.fp32_vs_torch_max_abs,
+        "check_texts": len(texts),
+        "quantization": {k: v for k, v in result.quantization.items() if k != "excluded_nodes"},
+        "quantization_tried": result.tried,
+        "variants": rows,
+    }
+
+
+def _time_texts(encode, single: list[list[str]], big: list[str], config: ExportConfig) -> dict:
+    runs = max(1, min(config.latency_runs, 100))
+    for i in range(min(config.warmup_runs, 5)):
+        encode(single[i % len(single)])
+    latency = []
+    for i in range(runs):
+        start = time.perf_counter()
+        encode(single[i % len(single)])
+        latency.append((time.perf_counter() - start) * 1000.0)
+    reps = max(1, min(config.throughput_runs, 3))
+    start = time.perf_counter()
+    for _ in range(reps):
+        encode(big)
+    elapsed = time.perf_counter() - start
+    p50, p95, p99 = np.percentile(latency, [50, 95, 99])
+    return {
+        "p50_ms": round(float(p50), 4),
+        "p95_ms": round(float(p95), 4),
+        "p99_ms": round(float(p99), 4),
+        "throughput": round(len(big) * reps / elapsed, 2),
+    }
+
+
+def _torch_size_mb(ranker: torch.nn.Module) -> float:
+    """fp32 parameter bytes of the PyTorch model, in MB (what ``save_pretrained`` writes)."""
+    return round(sum(p.numel() * p.element_size() for p in ranker.parameters()) / 1e6, 4)
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
