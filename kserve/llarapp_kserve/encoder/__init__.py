@@ -1,0 +1,1 @@
+"""Encoder server: a person's request -> MiniLM title / seed vectors and catalogue indices."""

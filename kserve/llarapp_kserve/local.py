@@ -1,0 +1,271 @@
+"""One process, three models: the local server behind ``llarapp serve``.
+
+Hosts the encoder, retriever and ranker models (one shared engine: the model is loaded once)
+in one ``kserve.ModelServer`` bound to 127.0.0.1, with the stock KServe routes
+(``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``, ``/v2/health/ready``, ``/metrics``)
+plus:
+
+- ``POST /v1/recommend`` — a person's request; walks the root ``Sequence`` of the
+  InferenceGraph manifest (``kserve/manifests/inference-graph.yaml``), step by step, each step
+  served by the model the manifest names; answers ``{"recommended_tracks", "model_version",
+  "request_id"}``;
+- ``POST /v1/feedback`` — ``{"request_id" | "playlist_id", "track_uri", "liked"}``; stored
+  durably (SQLite WAL, synchronous=FULL) before the 200.
+
+Bad input answers 400 (not UTF-8 JSON), 413 (body over the limit) or 422 (wrong shape), with
+``{"error": "..."}``; the server keeps serving. SIGTERM / SIGINT drain in-flight requests
+(uvicorn graceful shutdown), then flush the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import Request
+from kserve import ModelServer
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.model_server import app
+from kserve.protocol.rest.server import RESTServer
+from starlette.responses import Response
+
+from llarapp.serving.engine import ServingEngine
+from llarapp.serving.graph import read_sequence
+from llarapp.serving.request import Limits, RequestError, decode_json, parse_feedback
+from llarapp.serving.store import EventStore
+from llarapp_kserve.common import (
+    FEEDBACK,
+    REQUEST_SECONDS,
+    REQUESTS,
+    BodyLimit,
+    PayloadError,
+    access_log,
+    executor,
+    log_json,
+)
+from llarapp_kserve.encoder.model import EncoderModel
+from llarapp_kserve.ranker.model import RankerModel
+from llarapp_kserve.retriever.model import RetrieverModel
+
+log = logging.getLogger("llarapp.serving")
+
+#: graph step name -> the model class serving it
+STEP_MODELS = {"encode": EncoderModel, "retrieve": RetrieverModel, "rank": RankerModel}
+
+
+def default_graph_path() -> Path:
+    """``$LLARAPP_GRAPH``, else the manifest next to this package (``kserve/manifests``)."""
+    env = os.environ.get("LLARAPP_GRAPH")
+    return (
+        Path(env)
+        if env
+        else Path(__file__).resolve().parents[1] / "manifests" / ("inference-graph.yaml")
+    )
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """JSON via orjson (numpy arrays included)."""
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+class LoopbackModelServer(ModelServer):
+    """A ``kserve.ModelServer`` whose REST server binds ``host`` (stock: 0.0.0.0), no gRPC."""
+
+    def __init__(self, host: str, on_stopped=None, **kwargs: Any) -> None:
+        super().__init__(enable_grpc=False, **kwargs)
+        self.host = host
+        self.on_stopped = on_stopped
+
+    def start(self, models) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = RESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self._rest_server.config.host = self.host
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            if self.on_stopped is not None:
+                self.on_stopped()
+
+    def stop(self, sig: int) -> None:
+        # uvicorn drains in-flight requests on SIGTERM / SIGINT itself and re-raises the
+        # signal once done; then there is nothing left to stop but the models
+        for name in list(self.registered_models.get_models()):
+            self.registered_models.unload(name)
+
+
+class LocalServer:
+    """The three models + the graph and feedback routes.
+
+    Args:
+        model_uri: a model folder, s3:// prefix or models:/ URI.
+        events: SQLite file for feedback and the request log.
+        sample_rate: share of requests logged.
+        graph: the InferenceGraph manifest whose root Sequence ``/v1/recommend`` walks.
+    """
+
+    def __init__(
+        self,
+        model_uri: str,
+        events: Path | str = "runs/serving/events.db",
+        sample_rate: float = 0.1,
+        graph: Path | str | None = None,
+        limits: Limits | None = None,
+        ranker_backend: str = "auto",
+    ) -> None:
+        self.limits = limits or Limits()
+        self.steps = read_sequence(graph or default_graph_path())
+        unknown = [s.name for s in self.steps if s.name not in STEP_MODELS]
+        if unknown:
+            raise ValueError(f"graph steps {unknown}: expected names in {sorted(STEP_MODELS)}")
+        self.core = ServingEngine.load(model_uri, ranker_backend=ranker_backend)
+        self.models = [STEP_MODELS[s.name](s.service, core=self.core) for s in self.steps]
+        for model in self.models:
+            model.load()
+        self.store = EventStore(events, sample_rate)
+
+    def install(self) -> None:
+        """Add the routes and the body limit to the kserve FastAPI app (before start)."""
+        app.add_api_route("/v1/recommend", self.recommend, methods=["POST"])
+        app.add_api_route("/v1/feedback", self.feedback, methods=["POST"])
+        app.add_middleware(
+            BodyLimit,
+            small=self.limits.max_body_bytes,
+            large_prefixes=tuple(
+                f"/{v}/models/{m.name}" for m in self.models[1:] for v in ("v1", "v2")
+            ),
+        )
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8080, grace_period: int = 30) -> None:
+        self.install()
+        server = LoopbackModelServer(
+            host, on_stopped=self.store.close, http_port=port, grace_period=grace_period
+        )
+        log_json(
+            log,
+            event="serving",
+            host=host,
+            port=port,
+            model=self.core.model_version,
+            steps=[s.service for s in self.steps],
+            catalog_size=self.core.catalog_size,
+            ranker=self.core.ranker_backend,
+            encoder=self.core.text_backend,
+        )
+        server.start(self.models)
+
+    # ------------------------------------------------------------------ the graph
+    def walk(self, request_json: Any) -> tuple[dict, dict]:
+        """The root Sequence, as the InferenceGraph router runs it (sync, one worker thread).
+
+        Returns:
+            (the last step's response, the first step's output — for the request log)
+        """
+        first = None
+        previous = request_json
+        for step, model in zip(self.steps, self.models, strict=True):
+            data = request_json if step.data == "$request" else previous
+            out = model.run_step(model.from_json(data))
+            previous = model.to_json(out)
+            first = first if first is not None else out
+        return previous, first
+
+    async def recommend(self, request: Request) -> Response:
+        start = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        status, first, out = 200, None, None
+        try:
+            obj = decode_json(await request.body(), self.limits)
+            loop = asyncio.get_running_loop()
+            out, first = await loop.run_in_executor(executor(), self.walk, obj)
+            out = {**out, "request_id": request_id}
+            response = json_response(out)
+        except (RequestError, PayloadError) as exc:
+            status = exc.status
+            response = json_response({"error": str(exc)}, status_code=status)
+        except Exception as exc:  # logged with its traceback; the server keeps serving
+            log.exception("recommend %s failed", request_id)
+            status = 500
+            response = json_response(
+                {"error": f"internal error ({type(exc).__name__}); request_id {request_id}"},
+                status_code=500,
+            )
+        seconds = time.perf_counter() - start
+        REQUESTS.labels("/v1/recommend", str(status)).inc()
+        REQUEST_SECONDS.labels("/v1/recommend").observe(seconds)
+        self._log_request(request_id, status, seconds, first, out)
+        return response
+
+    def _log_request(self, request_id, status, seconds, first, out) -> None:
+        fields = {"event": "recommend", "request_id": request_id, "status": status,
+                  "latency_ms": round(seconds * 1000, 3)}  # fmt: skip
+        if first is None or out is None:
+            log_json(access_log, **fields)
+            return
+        req = first["request"]
+        seeds = req["tracks"]
+        scores = [t["score"] for t in out["recommended_tracks"]]
+        context = {
+            "title": req["name"],
+            "playlist_id": req.get("playlist_id"),
+            "seed_uris": [t.get("track_uri") for t in seeds if t.get("track_uri")],
+            "model_version": out["model_version"],
+        }
+        self.store.remember(request_id, context)
+        row = {
+            **context,
+            "ts": time.time(),
+            "request_id": request_id,
+            "n_seeds": len(seeds),
+            "n_known": len(first["seed_idx"]),
+            "n_unknown": len(first["seed_text"]),
+            "k": req["k"],
+            "latency_ms": fields["latency_ms"],
+            "top_score": scores[0] if scores else None,
+            "mean_score": sum(scores) / len(scores) if scores else None,
+            "recommended": [t["track_uri"] for t in out["recommended_tracks"][:20]],
+        }
+        self.store.maybe_log_request(row)
+        log_json(access_log, **fields, n_seeds=len(seeds), k=req["k"],
+                 model_version=out["model_version"])  # fmt: skip
+
+    # ------------------------------------------------------------------ feedback
+    async def feedback(self, request: Request) -> Response:
+        status = 200
+        try:
+            event = parse_feedback(decode_json(await request.body(), self.limits), self.limits)
+            loop = asyncio.get_running_loop()
+            # committed (fsync'd) before the response is sent
+            event_id = await loop.run_in_executor(executor(), self.store.record_feedback, event)
+            FEEDBACK.labels(str(event.liked).lower()).inc()
+            response = json_response({"stored": True, "id": event_id})
+        except RequestError as exc:
+            status = exc.status
+            response = json_response({"error": str(exc)}, status_code=status)
+        except Exception as exc:
+            log.exception("feedback not stored")
+            status = 500
+            response = json_response(
+                {"error": f"feedback not stored ({type(exc).__name__})"}, status_code=500
+            )
+        REQUESTS.labels("/v1/feedback", str(status)).inc()
+        log_json(access_log, event="feedback", status=status)
+        return response

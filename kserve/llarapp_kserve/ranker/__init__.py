@@ -1,0 +1,1 @@
+"""Ranker server: candidates -> LLaRA++ scores -> the response (ONNX, PyTorch fallback)."""

@@ -1,0 +1,1 @@
+"""Retriever server: title / seed vectors -> top-N candidates with retriever features."""

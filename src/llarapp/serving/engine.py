@@ -1,0 +1,383 @@
+"""The three serving steps — encode, retrieve, rank — over one loaded LLaRA++ model.
+
+The KServe model servers (``kserve/llarapp_kserve``) are thin wrappers around these steps; the
+library itself never imports kserve. Steps pass a *payload* (a dict) from one to the next, as
+the InferenceGraph ``Sequence`` passes each step's response to the next step. In one process
+the payload holds numpy arrays; over HTTP it is JSON (lists), and each step accepts either.
+
+Payload keys, by the step that adds them::
+
+    encode    request      the checked request (RecommendRequest.to_dict())
+              title_vec    (384,) float32 MiniLM vector of the title, or None
+              seed_idx     (S,) int64 catalogue indices of known seeds (by URI, else by name)
+              seed_text    (m, 384) float32 MiniLM vectors of seeds the catalogue lacks
+              exclude_idx  (E,) int64 catalogue indices never recommended (seeds + same-name)
+    retrieve  candidates   (N,) int64 catalogue indices, best first by the retriever
+              features     (N, F) float32 retriever features (llarapp.models.retriever.FEATURES)
+              rank_seed_idx (S',) int64 the last max_seeds known seeds (the ranker's tokens)
+    rank      -> the response: {"recommended_tracks": [{"track_uri", "track_name",
+                 "artist_name", "score"}], "model_version": str}
+
+Known tracks are never re-encoded (their vectors are the catalogue's); the title and the
+unknown seeds go through one MiniLM forward together, behind an LRU cache. Tracks beyond the
+retrieved candidates (``k`` > N) are filled by popularity, with scores below every ranked one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llarapp.serving.names import TrackNames
+from llarapp.serving.request import RecommendRequest, RequestError
+
+log = logging.getLogger(__name__)
+
+ONNX_MANIFEST = Path("onnx") / "manifest.json"
+
+
+class TextCache:
+    """MiniLM vectors for texts, an LRU in front of one batched forward for the misses."""
+
+    def __init__(self, encode_fn, size: int = 100_000) -> None:
+        self.encode_fn = encode_fn  # list[str] -> (n, dim) float32, L2-normalised
+        self.size = size
+        self._lru: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def encode(self, texts: Sequence[str], dim: int) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, dim), np.float32)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        with self._lock:
+            for i, t in enumerate(texts):
+                v = self._lru.get(t)
+                if v is not None:
+                    self._lru.move_to_end(t)
+                    out[i] = v
+        todo = sorted({t for t, v in zip(texts, out, strict=True) if v is None})
+        if todo:
+            vecs = np.asarray(self.encode_fn(todo), dtype=np.float32)
+            fresh = dict(zip(todo, vecs, strict=True))
+            with self._lock:
+                self.misses += len(todo)
+                for t, v in fresh.items():
+                    self._lru[t] = v
+                while len(self._lru) > self.size:
+                    self._lru.popitem(last=False)
+            out = [fresh[t] if v is None else v for t, v in zip(texts, out, strict=True)]
+        with self._lock:
+            self.hits += len(texts) - len(todo)
+        return np.stack(out).astype(np.float32, copy=False)
+
+
+def _minilm_encode_fn(model_dir: Path):
+    """The ONNX text encoder when the export exists, else sentence-transformers (PyTorch)."""
+    if (model_dir / ONNX_MANIFEST).is_file():
+        try:
+            from llarapp.export import OnnxTextEncoder
+
+            enc = OnnxTextEncoder.from_manifest(model_dir)
+            log.info("encoder: ONNX (%s)", model_dir / ONNX_MANIFEST)
+            return enc.encode, "onnx"
+        except (ImportError, KeyError, FileNotFoundError) as exc:
+            log.warning("encoder: no usable ONNX encoder in %s (%r); PyTorch", ONNX_MANIFEST, exc)
+    from llarapp.features.text import TextEncoder
+
+    enc = TextEncoder(cache_dir=None, progress=False)
+    model = enc.model
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode(
+            texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+        )
+
+    return encode, "pytorch"
+
+
+def _as_array(payload: dict, key: str, dtype, ndim: int, optional: bool = False):
+    value = payload.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise RequestError(f"payload: missing {key!r}", 400)
+    try:
+        arr = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"payload.{key}: expected numbers ({exc})", 400) from exc
+    if arr.ndim != ndim and not (arr.size == 0 and ndim == 2):
+        raise RequestError(f"payload.{key}: expected {ndim} dimension(s), got {arr.ndim}", 400)
+    return arr
+
+
+class ServingEngine:
+    """Encode / retrieve / rank over a loaded :class:`~llarapp.models.llarapp_model.LlaraPP`.
+
+    Args:
+        model: the loaded model.
+        model_dir: its folder (names table, ONNX export).
+        model_version: echoed in every response.
+        steps: which steps this process serves (a split server loads only what it needs: the
+            encoder skips the ranker backend, etc.); None for all three.
+        ranker_backend: "auto" (ONNX when ``onnx/manifest.json`` exists, else PyTorch), "onnx"
+            or "torch" (the catalogue's candidate vectors precomputed once at load).
+        title_cache: LRU size of the text-vector cache.
+    """
+
+    STEPS = ("encode", "retrieve", "rank")
+
+    def __init__(
+        self,
+        model,
+        model_dir: Path | str,
+        model_version: str,
+        steps: Sequence[str] | None = None,
+        ranker_backend: str = "auto",
+        title_cache: int = 100_000,
+    ) -> None:
+        self.model = model
+        self.model_dir = Path(model_dir)
+        self.model_version = model_version
+        self.steps = tuple(steps or self.STEPS)
+        stage = model.stage
+        self.stage = stage
+        self.catalog_size = len(stage.catalog.uris)
+        self.text_dim = stage.catalog.text.shape[1]
+        self.max_seeds = int(model.config.get("max_seeds", 50))
+        self.hybrid = bool(model.hybrid)
+        self.uris = stage.catalog.uris
+        self.index = stage.catalog.index
+        self.names = TrackNames.load(self.model_dir, self.uris)
+        tiebreak = model._tiebreak
+        self.pop_order = np.argsort(-tiebreak, kind="stable")
+        self.text_backend = self.ranker_backend = None
+        if "encode" in self.steps:
+            fn, self.text_backend = _minilm_encode_fn(self.model_dir)
+            self.texts = TextCache(fn, title_cache)
+        if "rank" in self.steps:
+            self._init_ranker(ranker_backend)
+
+    @classmethod
+    def load(
+        cls,
+        uri: str,
+        steps: Sequence[str] | None = None,
+        ranker_backend: str = "auto",
+        cache_dir: Path | str | None = None,
+    ) -> ServingEngine:
+        """Resolve ``uri`` (:func:`llarapp.serving.model_uri.resolve_model_uri`) and load."""
+        from llarapp.models.base import Recommender
+        from llarapp.serving.model_uri import resolve_model_uri
+
+        resolved = resolve_model_uri(uri, cache_dir)
+        model = Recommender.load(resolved.path)
+        if not hasattr(model, "stage"):
+            raise ValueError(f"{uri}: a {model.name} model; serving needs a llara++ model")
+        return cls(model, resolved.path, resolved.version, steps, ranker_backend)
+
+    # ------------------------------------------------------------------ ranker backends
+    def _init_ranker(self, backend: str) -> None:
+        if backend not in ("auto", "onnx", "torch"):
+            raise ValueError(f"ranker_backend={backend!r}: expected auto, onnx or torch")
+        self._session = None
+        manifest = self.model_dir / ONNX_MANIFEST
+        if backend == "onnx" or (backend == "auto" and manifest.is_file()):
+            if not manifest.is_file():
+                raise FileNotFoundError(f"ranker_backend=onnx but {manifest} does not exist")
+            from llarapp.export import load_ranker_session
+
+            self._session, onnx_manifest = load_ranker_session(self.model_dir)
+            self._onnx_inputs = {i.name for i in self._session.get_inputs()}
+            self.ranker_backend = "onnx"
+            log.info("ranker: ONNX (%s)", onnx_manifest.get("ranker", {}).get("file", "?"))
+        # gathered per request; contiguous float32 for fast fancy indexing
+        self._text = np.ascontiguousarray(self.stage.catalog.text, dtype=np.float32)
+        self._behavior = np.ascontiguousarray(self.stage.behavior, dtype=np.float32)
+        if self._session is None:
+            _ = self.model.catalog_vectors  # computed once here, not on the first request
+            self.ranker_backend = "torch"
+            log.info("ranker: PyTorch, catalogue candidate vectors precomputed")
+
+    def ranker_inputs(
+        self, title_vec: np.ndarray | None, seed_idx: np.ndarray, cands: np.ndarray, feats
+    ) -> dict[str, np.ndarray]:
+        """Batch-of-one ranker inputs, as ``RankerBatcher.batch`` builds them (no labels)."""
+        use = np.float32(1.0 if self.hybrid else 0.0)
+        S, N = len(seed_idx), len(cands)
+        title = np.zeros((1, self.text_dim), np.float32)
+        if title_vec is not None:
+            title[0] = title_vec
+        return {
+            "title_vec": title,
+            "title_mask": np.array([0.0 if title_vec is None else 1.0], np.float32),
+            "seed_text": self._text[seed_idx][None],
+            "seed_behavior": self._behavior[seed_idx][None],
+            "seed_use_behavior": np.full((1, S), use, np.float32),
+            "seed_mask": np.ones((1, S), np.float32),
+            "cand_text": self._text[cands][None],
+            "cand_behavior": self._behavior[cands][None],
+            "cand_use_behavior": np.full((1, N), use, np.float32),
+            "cand_features": np.ascontiguousarray(feats, dtype=np.float32)[None],
+            "cand_mask": np.ones((1, N), np.float32),
+        }
+
+    def score(self, title_vec, seed_idx, cands, feats) -> np.ndarray:
+        """(N,) ranker scores of one case."""
+        if self._session is not None:
+            inputs = self.ranker_inputs(title_vec, seed_idx, cands, feats)
+            feeds = {k: v for k, v in inputs.items() if k in self._onnx_inputs}
+            return np.asarray(self._session.run(None, feeds)[0][0], dtype=np.float32)
+        return self.model.candidate_scores(title_vec, seed_idx, cands, feats)
+
+    # ------------------------------------------------------------------ steps
+    def encode(self, request: RecommendRequest) -> dict[str, Any]:
+        """Request -> title / seed vectors and catalogue indices (step 1)."""
+        known: list[int] = []
+        exclude: list[int] = []
+        unknown_texts: list[str] = []
+        for t in request.tracks:
+            idx = self.index.get(t.track_uri) if t.track_uri else None
+            if idx is not None:
+                known.append(idx)
+                exclude.append(idx)
+                continue
+            same = self.names.lookup(t.track_name, t.artist_name)
+            if len(same):  # named like a catalogue track: that track (most popular of them)
+                known.append(int(same[np.argmax(self.model._tiebreak[same])]))
+                exclude.extend(same.tolist())
+            else:
+                unknown_texts.append(t.text)
+        texts = ([request.name] if request.name else []) + unknown_texts
+        vecs = self.texts.encode(texts, self.text_dim)
+        title_vec = vecs[0] if request.name else None
+        return {
+            "request": request.to_dict(),
+            "title_vec": title_vec,
+            "seed_idx": np.array(list(dict.fromkeys(known)), dtype=np.int64),
+            "seed_text": vecs[1:] if request.name else vecs,
+            "exclude_idx": np.unique(np.array(exclude, dtype=np.int64)),
+        }
+
+    def retrieve(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Vectors -> top-N candidates with retriever features (step 2)."""
+        from llarapp.training.llara import make_rank_case
+        from llarapp.training.stage import Query
+
+        title_vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
+        seed_idx = self._indices(payload, "seed_idx")
+        seed_text = _as_array(payload, "seed_text", np.float32, 2, optional=True)
+        if seed_text is None or seed_text.size == 0:
+            seed_text = np.zeros((0, self.text_dim), np.float32)
+        for name, vec in (("title_vec", title_vec), ("seed_text", seed_text)):
+            if vec is not None and vec.shape[-1] != self.text_dim:
+                raise RequestError(
+                    f"payload.{name}: vectors of size {vec.shape[-1]}; expected {self.text_dim}",
+                    400,
+                )
+        rc = make_rank_case(
+            self.stage,
+            Query(title_vec, seed_idx, seed_text),
+            np.zeros(0, np.int64),
+            self.max_seeds,
+        )
+        return {
+            **payload,
+            "candidates": rc.candidates,
+            "features": rc.features,
+            "rank_seed_idx": rc.seed_idx,
+        }
+
+    def rank(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Candidates -> the response: the ranked top k, seeds never included (step 3)."""
+        request = payload.get("request") or {}
+        k = request.get("k", 50)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise RequestError(f"payload.request.k={k!r}: expected an integer >= 1", 400)
+        title_vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
+        seed_idx = self._indices(payload, "rank_seed_idx")
+        cands = self._indices(payload, "candidates")
+        feats = _as_array(payload, "features", np.float32, 2)
+        if len(feats) != len(cands):
+            raise RequestError(
+                f"payload: {len(cands)} candidates but {len(feats)} feature rows", 400
+            )
+        n_features = self.model.ranker.config.n_features
+        if feats.size and feats.shape[1] != n_features:
+            raise RequestError(
+                f"payload.features: {feats.shape[1]} columns; this model reads {n_features}", 400
+            )
+        exclude = self._indices(payload, "exclude_idx", optional=True)
+        seeds_all = self._indices(payload, "seed_idx", optional=True)
+        exclude = np.union1d(exclude, seeds_all)
+        if len(cands):
+            scores = self.score(title_vec, seed_idx, cands, feats)
+            order = np.argsort(-scores[: len(cands)], kind="stable")
+            ranked, ranked_scores = cands[order], scores[order]
+            keep = ~np.isin(ranked, exclude)
+            ranked, ranked_scores = ranked[keep][:k], ranked_scores[keep][:k]
+        else:
+            ranked, ranked_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if len(ranked) < k:  # popularity fill, below every ranked score
+            need = k - len(ranked)
+            head = self.pop_order[: need + len(exclude) + len(cands)]
+            head = head[~np.isin(head, exclude) & ~np.isin(head, ranked)][:need]
+            floor = float(ranked_scores.min()) if len(ranked_scores) else 0.0
+            fill_scores = floor - 1.0 - np.arange(len(head), dtype=np.float32) * 1e-3
+            ranked = np.concatenate([ranked, head])
+            ranked_scores = np.concatenate([ranked_scores, fill_scores.astype(np.float32)])
+        names, artists = self.names.track_name, self.names.artist_name
+        tracks = [
+            {
+                "track_uri": str(self.uris[i]),
+                "track_name": names[i],
+                "artist_name": artists[i],
+                "score": round(float(s), 6),
+            }
+            for i, s in zip(ranked.tolist(), ranked_scores.tolist(), strict=True)
+        ]
+        return {"recommended_tracks": tracks, "model_version": self.model_version}
+
+    def run(self, request: RecommendRequest) -> dict[str, Any]:
+        """All three steps in one call (tests, the numpy floor's reference)."""
+        return self.rank(self.retrieve(self.encode(request)))
+
+    def _indices(self, payload: dict, key: str, optional: bool = False) -> np.ndarray:
+        arr = _as_array(payload, key, np.int64, 1, optional=optional)
+        if arr is None:
+            return np.zeros(0, np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= self.catalog_size):
+            raise RequestError(
+                f"payload.{key}: catalogue indices must be in [0, {self.catalog_size})", 400
+            )
+        return arr
+
+
+def warmup_payload(engine: ServingEngine, step: str):
+    """A real input for ``step`` (readiness self-test): known, unknown and title paths."""
+    from llarapp.data.dataset import Track
+
+    top = engine.pop_order[:2]
+    if step == "encode":
+        uri = str(engine.uris[top[0]])
+        tracks = (Track("warm up", "llarapp", uri), Track("a track nobody knows", "nobody"))
+        return RecommendRequest("warm up", tracks, k=10)
+    text = engine.stage.catalog.text
+    payload = {
+        "request": {"name": "warm up", "tracks": [], "k": 10},
+        "title_vec": text[top[0]].astype(np.float32),
+        "seed_idx": top[:1].astype(np.int64),
+        "seed_text": text[top[-1:]].astype(np.float32),
+        "exclude_idx": top[:1].astype(np.int64),
+    }
+    if step == "retrieve":
+        return payload
+    if step == "rank":
+        return engine.retrieve(payload)
+    raise ValueError(f"step={step!r}: expected one of {ServingEngine.STEPS}")

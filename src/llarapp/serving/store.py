@@ -1,0 +1,227 @@
+"""Durable feedback and request logs (SQLite, WAL, ``synchronous=FULL``), and their export.
+
+File: one SQLite database (default ``runs/serving/events.db``) with two tables.
+
+``feedback`` — one row per like/dislike, committed (WAL fsync'd) *before* the HTTP 200:
+
+    id INTEGER, ts REAL (unix s), request_id TEXT, playlist_id TEXT, track_uri TEXT,
+    liked INTEGER (1/0), title TEXT, seed_uris TEXT (JSON list), model_version TEXT
+
+``requests`` — a sample (``sample_rate``) of served requests, the features drift checks need;
+written by a background thread in batches (a request is never slowed by an fsync):
+
+    id INTEGER, ts REAL, request_id TEXT, playlist_id TEXT, model_version TEXT, title TEXT,
+    n_seeds INTEGER, n_known INTEGER, n_unknown INTEGER, k INTEGER, latency_ms REAL,
+    top_score REAL, mean_score REAL, seed_uris TEXT (JSON), recommended TEXT (JSON, first 20)
+
+The title and seeds of a feedback row come from the request it answers (a bounded in-memory map
+of recent request ids), so feedback exports as training data even for unsampled requests.
+
+:func:`export_training_data` writes parquet: one row per feedback event, ``label`` 1 for a like
+and 0 for a dislike (a negative), with the playlist context (title, seed URIs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from llarapp.serving.request import FeedbackEvent
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT, playlist_id TEXT,
+    track_uri TEXT NOT NULL, liked INTEGER NOT NULL, title TEXT, seed_uris TEXT,
+    model_version TEXT);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, request_id TEXT, playlist_id TEXT,
+    model_version TEXT, title TEXT, n_seeds INTEGER, n_known INTEGER, n_unknown INTEGER,
+    k INTEGER, latency_ms REAL, top_score REAL, mean_score REAL, seed_uris TEXT,
+    recommended TEXT);
+"""
+_REQUEST_COLUMNS = (
+    "ts", "request_id", "playlist_id", "model_version", "title", "n_seeds", "n_known",
+    "n_unknown", "k", "latency_ms", "top_score", "mean_score", "seed_uris", "recommended",
+)  # fmt: skip
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous=FULL`` (every commit fsync'd)."""
+    conn = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class EventStore:
+    """Feedback (synchronous, durable) and sampled request logs (background, batched).
+
+    Args:
+        path: the SQLite file (parent folders are created).
+        sample_rate: share of served requests logged, in [0, 1].
+        context_size: recent request ids remembered for feedback context.
+    """
+
+    def __init__(
+        self, path: Path | str, sample_rate: float = 0.1, context_size: int = 100_000
+    ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"sample_rate={sample_rate}: expected 0 <= x <= 1")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sample_rate = sample_rate
+        self._conn = connect(self.path)
+        self._conn.executescript(_SCHEMA)
+        self._conn.commit()
+        self._lock = threading.Lock()
+        self._context: OrderedDict[str, dict] = OrderedDict()
+        self._context_size = context_size
+        self._queue: queue.Queue = queue.Queue(maxsize=10_000)
+        self._rng = random.Random()
+        self._writer = threading.Thread(target=self._write_loop, name="request-log", daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    # ---------------------------------------------------------------- feedback
+    def record_feedback(self, event: FeedbackEvent) -> int:
+        """Insert and commit one event; returns its id once it is on disk."""
+        with self._lock:
+            ctx = self._context.get(event.request_id or "") or {}
+        row = (
+            time.time(),
+            event.request_id,
+            event.playlist_id or ctx.get("playlist_id"),
+            event.track_uri,
+            int(event.liked),
+            ctx.get("title"),
+            json.dumps(ctx.get("seed_uris", [])) if ctx else None,
+            ctx.get("model_version"),
+        )
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT INTO feedback (ts, request_id, playlist_id, track_uri, liked, title, "
+                "seed_uris, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            self._conn.commit()
+            return int(cur.lastrowid)
+
+    # ---------------------------------------------------------------- request log
+    def remember(self, request_id: str, context: dict[str, Any]) -> None:
+        """Keep a served request's context (title, seeds) for feedback that names it."""
+        with self._lock:
+            self._context[request_id] = context
+            while len(self._context) > self._context_size:
+                self._context.popitem(last=False)
+
+    def maybe_log_request(self, row: dict[str, Any]) -> bool:
+        """Queue ``row`` (keys: :data:`_REQUEST_COLUMNS`) with probability ``sample_rate``."""
+        if self._closed or self._rng.random() >= self.sample_rate:
+            return False
+        row = {"ts": time.time(), **row}
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            log.warning("request log queue full: dropping a sampled request")
+            return False
+        return True
+
+    def _write_loop(self) -> None:
+        conn = connect(self.path)
+        placeholders = ", ".join("?" for _ in _REQUEST_COLUMNS)
+        sql = f"INSERT INTO requests ({', '.join(_REQUEST_COLUMNS)}) VALUES ({placeholders})"
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = []
+            for item in batch:
+                if item is None:
+                    stop = True
+                    continue
+                rows.append(tuple(_cell(item.get(c)) for c in _REQUEST_COLUMNS))
+            if rows:
+                try:
+                    conn.executemany(sql, rows)
+                    conn.commit()
+                except sqlite3.Error:
+                    log.exception("request log: %d rows not written", len(rows))
+        conn.close()
+
+    def close(self) -> None:
+        """Flush the request log and close (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=30)
+        with self._lock:
+            self._conn.close()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return value
+
+
+def read_feedback(path: Path | str) -> list[dict[str, Any]]:
+    """Every feedback row, oldest first."""
+    conn = sqlite3.connect(str(path))
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM feedback ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def export_training_data(db: Path | str, out: Path | str) -> dict[str, int]:
+    """Feedback -> parquet for retraining; dislikes are negatives (``label`` 0).
+
+    Files out: ``out`` (parquet) with columns ``ts`` float64, ``request_id`` str,
+    ``playlist_id`` str, ``title`` str, ``seed_uris`` list<str>, ``track_uri`` str, ``label``
+    int8 (1 like, 0 dislike), ``model_version`` str. A track liked and later disliked in the
+    same request keeps only its latest event.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = read_feedback(db)
+    latest: dict[tuple, dict] = {}
+    for r in rows:
+        latest[(r["request_id"], r["playlist_id"], r["track_uri"])] = r
+    rows = sorted(latest.values(), key=lambda r: r["id"])
+    table = pa.table(
+        {
+            "ts": pa.array([r["ts"] for r in rows], pa.float64()),
+            "request_id": pa.array([r["request_id"] for r in rows], pa.string()),
+            "playlist_id": pa.array([r["playlist_id"] for r in rows], pa.string()),
+            "title": pa.array([r["title"] for r in rows], pa.string()),
+            "seed_uris": pa.array(
+                [json.loads(r["seed_uris"]) if r["seed_uris"] else [] for r in rows],
+                pa.list_(pa.string()),
+            ),
+            "track_uri": pa.array([r["track_uri"] for r in rows], pa.string()),
+            "label": pa.array([r["liked"] for r in rows], pa.int8()),
+            "model_version": pa.array([r["model_version"] for r in rows], pa.string()),
+        }
+    )
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    positives = sum(r["liked"] for r in rows)
+    return {"rows": len(rows), "positives": positives, "negatives": len(rows) - positives}

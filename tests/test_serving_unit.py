@@ -1,0 +1,263 @@
+"""Serving without a model: request checks, the graph manifest, the manifests, the event store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llarapp.serving.graph import read_sequence
+from llarapp.serving.request import (
+    Limits,
+    RequestError,
+    decode_json,
+    parse_feedback,
+    parse_recommend,
+)
+from llarapp.serving.store import EventStore, export_training_data, read_feedback
+
+MANIFESTS = Path(__file__).resolve().parents[1] / "kserve" / "manifests"
+
+
+# ---------------------------------------------------------------------------- requests
+def test_parse_recommend_shapes():
+    r = parse_recommend(
+        {
+            "name": "  summer ",
+            "tracks": [
+                {"track_name": "A", "artist_name": "B", "track_uri": "spotify:track:1"},
+                {"track_name": "C", "artist_name": "D", "pos": 3},  # MPD extras are ignored
+            ],
+            "k": 7,
+        }
+    )
+    assert r.name == "summer" and r.k == 7 and len(r.tracks) == 2
+    assert r.tracks[0].track_uri == "spotify:track:1" and r.tracks[1].track_uri is None
+    assert parse_recommend({"name": "x"}).k == Limits().default_k
+    assert parse_recommend({"name": "x", "tracks": []}).tracks == ()
+    assert parse_recommend({"tracks": [{"track_name": "a", "artist_name": "b"}]}).name is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"{bad", 400, "not valid JSON"),
+        (b"\xff\xfe{}", 400, "not UTF-8"),
+        (b"", 400, "empty"),
+        (b"x" * (Limits().max_body_bytes + 1), 413, "limit"),
+        (b"[]", 422, "JSON object"),
+        (b'{"name": 5}', 422, "name: expected a string"),
+        (b'{"name": "x", "k": 0}', 422, "k=0"),
+        (b'{"name": "x", "k": 100000}', 422, "k=100000"),
+        (b'{"name": "x", "k": "5"}', 422, "k: expected an integer"),
+        (b'{"name": "x", "k": true}', 422, "k: expected an integer"),
+        (b'{"name": "x", "tracks": {}}', 422, "tracks: expected a list"),
+        (b'{"name": "x", "tracks": [5]}', 422, "tracks[0]: expected an object"),
+        (b'{"tracks": [{"track_name": "a"}]}', 422, "missing field(s) ['artist_name']"),
+        (b'{"tracks": [{"track_name": "a", "artist_name": ""}]}', 422, "must not be empty"),
+        (b'{"name": "x", "tracks": [{"track_name": "a", "artist_name": 1}]}', 422, "string"),
+        (b'{"name": "x", "colour": 1}', 422, "unknown field(s) ['colour']"),
+        (b'{"name": "   "}', 422, "nothing to recommend from"),
+        (b"{}", 422, "nothing to recommend from"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(body, status, says):
+    with pytest.raises(RequestError) as err:
+        parse_recommend(decode_json(body))
+    assert err.value.status == status
+    assert says in err.value.message
+
+
+def test_too_many_seeds():
+    tracks = [{"track_name": "a", "artist_name": "b"}] * (Limits().max_seeds + 1)
+    with pytest.raises(RequestError, match="seed tracks; the limit is"):
+        parse_recommend({"name": "x", "tracks": tracks})
+
+
+def test_parse_feedback():
+    ev = parse_feedback({"request_id": "r1", "track_uri": "u", "liked": False})
+    assert (ev.request_id, ev.track_uri, ev.liked) == ("r1", "u", False)
+    assert parse_feedback({"playlist_id": 12, "track_uri": "u", "liked": True}).playlist_id == "12"
+    for bad, says in [
+        ({"track_uri": "u", "liked": True}, "request_id"),
+        ({"request_id": "r", "liked": True}, "track_uri"),
+        ({"request_id": "r", "track_uri": "u", "liked": "yes"}, "true or false"),
+        ({"request_id": "r", "track_uri": "u", "liked": True, "x": 1}, "unknown"),
+    ]:
+        with pytest.raises(RequestError, match=says):
+            parse_feedback(bad)
+
+
+# ---------------------------------------------------------------------------- graph
+def test_graph_sequence_from_manifest():
+    steps = read_sequence(MANIFESTS / "inference-graph.yaml")
+    assert [(s.name, s.service) for s in steps] == [
+        ("encode", "encoder"),
+        ("retrieve", "retriever"),
+        ("rank", "ranker"),
+    ]
+    assert [s.data for s in steps] == ["$request", "$response", "$response"]
+
+
+def test_graph_reader_rejects_soft_or_non_sequence(tmp_path):
+    doc = yaml.safe_load((MANIFESTS / "inference-graph.yaml").read_text())
+    doc["spec"]["nodes"]["root"]["steps"][1]["dependency"] = "Soft"
+    (tmp_path / "soft.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match="expected 'Hard'"):
+        read_sequence(tmp_path / "soft.yaml")
+    doc["spec"]["nodes"]["root"]["routerType"] = "Ensemble"
+    (tmp_path / "ens.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError, match="Sequence"):
+        read_sequence(tmp_path / "ens.yaml")
+
+
+# ---------------------------------------------------------------------------- manifests
+def _check(data, klass, path: str) -> None:
+    """Every key of ``data`` is a field of the SDK model ``klass`` (recursively), typed right."""
+    import kserve.models as ks
+    import kubernetes.client.models as k8s
+
+    if isinstance(klass, str):
+        if klass.startswith("list["):
+            assert isinstance(data, list), f"{path}: expected a list"
+            for i, item in enumerate(data):
+                _check(item, klass[5:-1], f"{path}[{i}]")
+            return
+        if klass.startswith("dict("):
+            assert isinstance(data, dict), f"{path}: expected a mapping"
+            for key, value in data.items():
+                _check(value, klass[5:-1].split(", ", 1)[1], f"{path}.{key}")
+            return
+        natives = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+        if klass in natives:
+            assert isinstance(data, natives[klass]), f"{path}: expected {klass}, got {data!r}"
+            return
+        if klass == "object":
+            return
+        klass = getattr(ks, klass, None) or getattr(k8s, klass)
+    if not klass.openapi_types:  # e.g. resource.Quantity
+        return
+    assert isinstance(data, dict), f"{path}: expected a mapping for {klass.__name__}"
+    fields = {v: k for k, v in klass.attribute_map.items()}
+    unknown = sorted(set(data) - set(fields))
+    assert not unknown, f"{path}: {unknown} are not fields of {klass.__name__}"
+    for key, value in data.items():
+        _check(value, klass.openapi_types[fields[key]], f"{path}.{key}")
+
+
+def _documents() -> list[dict]:
+    docs = []
+    for file in sorted(MANIFESTS.glob("*.yaml")):
+        if file.name != "kustomization.yaml":
+            docs += [d for d in yaml.safe_load_all(file.read_text()) if d]
+    return docs
+
+
+def test_manifests_validate_against_the_kserve_sdk():
+    from kserve import V1alpha1InferenceGraph, V1beta1InferenceService
+
+    docs = _documents()
+    kinds = [d["kind"] for d in docs]
+    assert kinds.count("InferenceService") == 3 and kinds.count("InferenceGraph") == 1
+    import kubernetes.client as k8s
+
+    for d in docs:
+        klass = {
+            "InferenceService": V1beta1InferenceService,
+            "InferenceGraph": V1alpha1InferenceGraph,
+            "ServiceAccount": k8s.V1ServiceAccount,
+            "Secret": k8s.V1Secret,
+            "Namespace": k8s.V1Namespace,
+        }[d["kind"]]
+        _check(d, klass, f"{d['kind']}/{d['metadata']['name']}")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "InferenceService"}
+    steps = [s.service for s in read_sequence(MANIFESTS / "inference-graph.yaml")]
+    assert sorted(steps) == sorted(services)  # every step is a service, every service a step
+    for name, isvc in services.items():
+        pred = isvc["spec"]["predictor"]
+        container = pred["containers"][0]
+        assert pred["serviceAccountName"] == "llarapp-serving"
+        assert container["command"][-1] == f"llarapp_kserve.{name}"
+        assert container["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{name}/ready"
+        assert container["resources"]["limits"] and container["resources"]["requests"]
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"]
+    assert services["ranker"]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_renders():
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, check=True
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert {d["kind"] for d in docs} >= {"InferenceService", "InferenceGraph", "ServiceAccount"}
+    assert all(
+        d["metadata"].get("namespace") == "llarapp" for d in docs if d["kind"] != "Namespace"
+    )
+
+
+# ---------------------------------------------------------------------------- event store
+def test_store_feedback_and_export(tmp_path):
+    import pyarrow.parquet as pq
+
+    store = EventStore(tmp_path / "events.db", sample_rate=1.0)
+    store.remember("r1", {"title": "summer", "seed_uris": ["s1", "s2"], "model_version": "v"})
+    store.record_feedback(parse_feedback({"request_id": "r1", "track_uri": "a", "liked": True}))
+    store.record_feedback(parse_feedback({"request_id": "r1", "track_uri": "b", "liked": False}))
+    store.record_feedback(parse_feedback({"playlist_id": "p9", "track_uri": "c", "liked": False}))
+    assert store.maybe_log_request({"request_id": "r1", "title": "summer", "k": 5})
+    store.close()
+    rows = read_feedback(tmp_path / "events.db")
+    assert [r["track_uri"] for r in rows] == ["a", "b", "c"]
+    summary = export_training_data(tmp_path / "events.db", tmp_path / "fb.parquet")
+    assert summary == {"rows": 3, "positives": 1, "negatives": 2}
+    table = pq.read_table(tmp_path / "fb.parquet").to_pylist()
+    assert table[0]["title"] == "summer" and table[0]["seed_uris"] == ["s1", "s2"]
+    assert [r["label"] for r in table] == [1, 0, 0]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "events.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1
+
+
+def test_model_uri_local_layouts(tmp_path):
+    from llarapp.serving.model_uri import resolve_model_uri
+
+    (tmp_path / "mnt" / "model").mkdir(parents=True)
+    (tmp_path / "mnt" / "model" / "model.json").write_text(json.dumps({"name": "x"}))
+    resolved = resolve_model_uri(str(tmp_path / "mnt"))
+    assert resolved.path == tmp_path / "mnt" / "model" and resolved.version.startswith("sha1-")
+    with pytest.raises(FileNotFoundError, match=r"no model\.json"):
+        resolve_model_uri(str(tmp_path))
+    with pytest.raises(ValueError, match="models:/NAME@ALIAS"):
+        resolve_model_uri("models:/a/b/c")
+
+
+@pytest.mark.slow
+def test_model_uri_mlflow_alias(tmp_path, monkeypatch):
+    import mlflow
+
+    from llarapp.serving.model_uri import resolve_model_uri
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"name": "x"}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = mlflow.create_experiment("t", artifact_location=(tmp_path / "art").as_uri())
+    with mlflow.start_run(experiment_id=exp) as run:
+        mlflow.log_artifacts(str(folder), artifact_path="model")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("llarapp")
+    mv = client.create_model_version("llarapp", f"runs:/{run.info.run_id}", run.info.run_id)
+    client.set_registered_model_alias("llarapp", "champion", mv.version)
+    resolved = resolve_model_uri("models:/llarapp@champion", tmp_path / "cache")
+    assert (resolved.path / "model.json").is_file() and resolved.path.name == "model"
+    assert resolved.version == f"llarapp/{mv.version}"
