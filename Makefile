@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make demo [DATA=../shared/data/mpd-dev]: synthetic (or your) MPD -> ingest -> split -> features -> baselines -> table
+## make demo [DATA=../shared/data/mpd-dev] [DEMO_ARGS=--quick]: synthetic (or your) MPD -> the
+## local training pipeline (kfp.local): ingest -> split -> features -> train -> evaluate -> gate ->
+## export -> register (MLflow, runs/demo/mlflow.db) -> deploy (runs/serving/current.json) -> summary
 demo: $(STAMP)
-	$(BIN)/llarapp demo $(if $(DATA),--data $(DATA))
+	$(BIN)/llarapp demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
 ## make test: format check, lint, then every test
 test: $(STAMP) lint

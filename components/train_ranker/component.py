@@ -1,0 +1,48 @@
+"""Train ranker: LLaRA++ (projectors, two-stage retriever, curriculum-trained HF ranker)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+IMAGE = "ghcr.io/llarapp/llarapp-python:0.1.0"
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train_ranker(
+    data: Input[Dataset],
+    splits: Input[Dataset],
+    text: Input[Dataset],
+    train_config: dict,
+    tracking_uri: str,
+    model: Output[Model],
+    train_metrics: Output[Metrics],
+) -> None:
+    """Train every part of LLaRA++ on the training fold; early-stop on validation NDCG.
+
+    Library: :func:`llarapp.training.llara.train_llara` (via
+    :func:`llarapp.pipeline.stages.train_ranker`). ``train_config``: fields of
+    :class:`~llarapp.training.llara.LlaraTrainConfig` (empty: the defaults). ``tracking_uri``:
+    MLflow (empty: ``$MLFLOW_TRACKING_URI``, else SQLite under ``runs/``).
+
+    Files in: ``data``, ``splits``, ``text`` (its cache shard warms the embedding cache).
+
+    Files out (``model``, MODEL_DIR): ``model.json``, ``arrays.npz`` (catalogue, text float16,
+    behavior float32), ``als/``, ``track_projector.safetensors``,
+    ``title_projector.safetensors``, ``ranker/`` (Hugging Face ``save_pretrained``),
+    ``train_report.json``; an MLflow run (params, per-epoch metrics, the ranker).
+    ``train_metrics``: best validation NDCG, case counts (also as JSON at its path).
+    """
+    import json
+    from pathlib import Path
+
+    from llarapp.pipeline.stages import train_ranker as train
+    from llarapp.pipeline.status import run_stage
+
+    with run_stage("train_ranker"):
+        report = train(data.path, splits.path, text.path, model.path, train_config, tracking_uri)
+    model.metadata["mlflow_run_id"] = report["mlflow_run_id"]
+    model.metadata["framework"] = "llarapp+transformers"
+    train_metrics.log_metric("best_valid_ndcg", report["best_valid_ndcg"])
+    train_metrics.log_metric("train_cases", report["train_cases"])
+    train_metrics.log_metric("valid_cases", report["valid_cases"])
+    # a file at the path too: kfp.local's cache treats an output without one as missing
+    Path(train_metrics.path).write_text(json.dumps(train_metrics.metadata, indent=2))

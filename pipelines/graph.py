@@ -1,0 +1,186 @@
+"""The stage graph both pipelines share: ingest -> ... -> evaluate -> gate -> If(passed) ->
+export -> register -> deploy, with retries, resource requests and caching set per stage."""
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Markdown, Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: ``components``
+
+from components.behavior_features.component import behavior_features
+from components.deploy.component import deploy
+from components.evaluate.component import evaluate
+from components.export_onnx.component import export_onnx
+from components.gate.component import gate
+from components.ingest.component import ingest
+from components.register_model.component import register_model
+from components.split.component import split
+from components.text_features.component import text_features
+from components.train_ranker.component import train_ranker
+
+# (cpu request, memory request) per stage; the two-core laptop and a cluster node alike
+RESOURCES = {
+    "ingest": ("1", "2G"),
+    "split": ("1", "2G"),
+    "text-features": ("2", "4G"),
+    "behavior-features": ("2", "4G"),
+    "train-ranker": ("2", "8G"),
+    "evaluate": ("2", "6G"),
+    "gate": ("2", "6G"),
+    "export-onnx": ("2", "6G"),
+    "register-model": ("500m", "1G"),
+    "deploy": ("500m", "1G"),
+}
+
+
+class PipelineOutputs(NamedTuple):
+    evaluation: Dataset
+    table: Markdown
+    model: Model
+    gate_passed: bool
+    decision: Artifact
+
+
+IO_RETRY = {"num_retries": 2, "backoff_duration": "15s", "backoff_factor": 2.0}
+
+
+def _setup(task: dsl.PipelineTask, name: str, *, io: bool = False, cache: bool = True):
+    cpu, memory = RESOURCES[name]
+    task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
+    task.set_caching_options(cache)
+    if io:
+        task.set_retry(**IO_RETRY)
+    return task
+
+
+def training_graph(
+    *,
+    data_uri: str,
+    max_playlists: int,
+    split_seed: int,
+    valid_frac: float,
+    test_frac: float,
+    als_config: dict,
+    tune_max_cases: int,
+    train_config: dict,
+    baselines: list,
+    gate_metric: str,
+    margin_over_baselines: float,
+    margin_over_champion: float,
+    export_format: str,
+    export_options: dict,
+    tracking_uri: str,
+    model_name: str,
+    serving_target: str,
+) -> dict[str, dsl.PipelineTask]:
+    """Add the stages to the pipeline being defined (call inside a ``@dsl.pipeline``).
+
+    Returns:
+        The tasks whose outputs the pipeline returns: ``train``, ``evaluate``, ``gate``.
+    """
+    data = _setup(ingest(data_uri=data_uri, max_playlists=max_playlists), "ingest", io=True)
+    splits = _setup(
+        split(
+            data=data.outputs["data"], seed=split_seed, valid_frac=valid_frac, test_frac=test_frac
+        ),
+        "split",
+    )
+    text = _setup(text_features(data=data.outputs["data"]), "text-features")
+    behavior = _setup(
+        behavior_features(
+            data=data.outputs["data"],
+            splits=splits.outputs["splits"],
+            als_config=als_config,
+            tune_max_cases=tune_max_cases,
+        ),
+        "behavior-features",
+    )
+    train = _setup(
+        train_ranker(
+            data=data.outputs["data"],
+            splits=splits.outputs["splits"],
+            text=text.outputs["text"],
+            train_config=train_config,
+            tracking_uri=tracking_uri,
+        ),
+        "train-ranker",
+    )
+    scored = _setup(
+        evaluate(
+            data=data.outputs["data"],
+            splits=splits.outputs["splits"],
+            text=text.outputs["text"],
+            behavior=behavior.outputs["behavior"],
+            model=train.outputs["model"],
+            baselines=baselines,
+            tune_max_cases=tune_max_cases,
+        ),
+        "evaluate",
+    )
+    verdict = _setup(
+        gate(
+            data=data.outputs["data"],
+            splits=splits.outputs["splits"],
+            text=text.outputs["text"],
+            evaluation=scored.outputs["evaluation"],
+            tracking_uri=tracking_uri,
+            model_name=model_name,
+            metric=gate_metric,
+            margin_over_baselines=margin_over_baselines,
+            margin_over_champion=margin_over_champion,
+        ),
+        "gate",
+        io=True,
+        cache=False,  # reads the registry: the champion changes between runs
+    )
+    with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
+        exported = _setup(
+            export_onnx(
+                model=train.outputs["model"],
+                data=data.outputs["data"],
+                splits=splits.outputs["splits"],
+                export_format=export_format,
+                export_options=export_options,
+            ),
+            "export-onnx",
+        )
+        registered = _setup(
+            register_model(
+                exported=exported.outputs["exported"],
+                evaluation=scored.outputs["evaluation"],
+                decision=verdict.outputs["decision"],
+                tracking_uri=tracking_uri,
+                model_name=model_name,
+                data_uri=data_uri,
+                train_config=train_config,
+            ),
+            "register-model",
+            io=True,
+            cache=False,  # writes the registry
+        )
+        _setup(
+            deploy(
+                exported=exported.outputs["exported"],
+                registration=registered.outputs["registration"],
+                decision=verdict.outputs["decision"],
+                serving_target=serving_target,
+            ),
+            "deploy",
+            io=True,
+            cache=False,  # writes the serving pointer
+        )
+    return {"train": train, "evaluate": scored, "gate": verdict}
+
+
+def pipeline_outputs(tasks: dict[str, dsl.PipelineTask], outputs_type: type):
+    """The pipeline's outputs: what the local runner's summary reads."""
+    return outputs_type(
+        evaluation=tasks["evaluate"].outputs["evaluation"],
+        table=tasks["evaluate"].outputs["table"],
+        model=tasks["train"].outputs["model"],
+        gate_passed=tasks["gate"].outputs["Output"],
+        decision=tasks["gate"].outputs["decision"],
+    )

@@ -1,0 +1,396 @@
+"""Stage functions the pipeline components call where the library has no single function yet.
+
+Data contracts (files in -> files out) are in each function's docstring and in the README's
+stage table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import importlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = "llara++"
+BASELINES = ("most_popular", "item_knn", "als", "title_knn")
+EVALUATION_FILE = "evaluation.json"
+CACHE_SUBDIR = "cache"
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def coerce_numbers(data: dict, template: dict) -> dict:
+    """Undo the int -> float of KFP ``dict`` parameters (protobuf Struct numbers are doubles).
+
+    A float value with an integral value becomes an ``int`` where ``template`` (the config's
+    defaults as a dict) holds an ``int`` at the same key; nested dicts are handled alike.
+    """
+    out = {}
+    for key, value in data.items():
+        ref = template.get(key)
+        if isinstance(value, dict) and isinstance(ref, dict):
+            value = coerce_numbers(value, ref)
+        elif (
+            isinstance(value, float)
+            and isinstance(ref, int)
+            and not isinstance(ref, bool)
+            and value.is_integer()
+        ):
+            value = int(value)
+        out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- text features
+
+
+def text_features(data_dir: Path | str, out_dir: Path | str) -> dict:
+    """Embed every track text and playlist title; also write them as one embedding-cache shard.
+
+    Files in: ``tracks.parquet``, ``playlists.parquet`` of an ingest folder.
+    Files out (``out_dir``): ``tracks.npz`` (``track_uris`` str, ``vectors`` float32 (n, 384)),
+    ``titles.npz`` (``pids`` int64, ``vectors`` float32 (n, 384)) -- see
+    :func:`llarapp.features.text.embed_dataset` -- and ``cache/emb-features-<hash>.npz``, a shard
+    in the :class:`~llarapp.features.text.TextEncoder` cache format (``keys`` U40, ``vectors``
+    float32) holding the same vectors keyed by text. :func:`seed_text_cache` copies that shard
+    into a stage's cache, so later stages (train, evaluate) embed nothing again, also in a fresh
+    container.
+    """
+    from llarapp.data.dataset import track_texts
+    from llarapp.data.schema import PLAYLISTS_FILE, TRACKS_FILE
+    from llarapp.features.text import TextEncoder, default_cache_dir, embed_dataset
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    report = embed_dataset(data_dir, out_dir, TextEncoder(default_cache_dir()))
+    tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
+    names = pq.read_table(data_dir / PLAYLISTS_FILE, columns=["name"]).column("name").to_pylist()
+    texts = track_texts(tracks) + [str(n) for n in names]
+    with (
+        np.load(out_dir / "tracks.npz", allow_pickle=False) as t,
+        np.load(out_dir / "titles.npz", allow_pickle=False) as p,
+    ):
+        vectors = np.concatenate([t["vectors"], p["vectors"]]).astype(np.float32)
+    keys = np.array([TextEncoder.key(x) for x in texts], dtype="U40")
+    _, first = np.unique(keys, return_index=True)
+    keys, vectors = keys[np.sort(first)], vectors[np.sort(first)]
+    digest = hashlib.sha1(keys.tobytes()).hexdigest()[:16]
+    cache = out_dir / CACHE_SUBDIR
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(cache / f"emb-features-{digest}.npz", keys=keys, vectors=vectors)
+    return {**report, "cache_vectors": len(keys)}
+
+
+def seed_text_cache(text_dir: Path | str | None) -> int:
+    """Copy the cache shards of a :func:`text_features` folder into the local embedding cache.
+
+    Returns:
+        How many shards were copied (a shard already there is not copied again).
+    """
+    from llarapp.features.text import default_cache_dir
+
+    if not text_dir:
+        return 0
+    shards = sorted((Path(text_dir) / CACHE_SUBDIR).glob("emb-*.npz"))
+    target = default_cache_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for shard in shards:
+        if not (target / shard.name).exists():
+            tmp = target / f"{shard.stem}.tmp.npz"  # not matched by the cache's emb-*.npz glob
+            shutil.copyfile(shard, tmp)
+            tmp.rename(target / shard.name)
+            copied += 1
+    log.info("text cache: %d of %d shard(s) copied into %s", copied, len(shards), target)
+    return copied
+
+
+# ----------------------------------------------------------------------------- behavior
+
+
+def behavior_features(
+    data_dir: Path | str,
+    split_dir: Path | str,
+    out_dir: Path | str,
+    als_config: dict | None = None,
+    tune_max_cases: int = 400,
+) -> dict:
+    """Fit implicit ALS on the training fold; tune it on validation cases unless configured.
+
+    Files in: an ingest folder, a split folder. Files out (``out_dir``): ``als/`` (the fitted
+    ALS), ``als_config.json``, ``tuning.json`` (:func:`llarapp.features.behavior.fit_behavior`).
+    """
+    from llarapp.config import ALSConfig, TuneConfig, from_json, to_json
+    from llarapp.features.behavior import fit_behavior
+
+    config = None
+    if als_config:
+        config = from_json(ALSConfig, coerce_numbers(als_config, to_json(ALSConfig())))
+    return fit_behavior(
+        data_dir, split_dir, out_dir, config=config, tune=TuneConfig(max_cases=tune_max_cases)
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train_ranker(
+    data_dir: Path | str,
+    split_dir: Path | str,
+    text_dir: Path | str | None,
+    out_dir: Path | str,
+    train_config: dict | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
+    """Train LLaRA++ with :func:`llarapp.training.llara.train_llara`, text cache seeded first.
+
+    Files in: an ingest folder, a split folder, a :func:`text_features` folder (its cache shard
+    is copied into ``$LLARAPP_CACHE``, so no text is embedded twice). Files out (``out_dir``):
+    MODEL_DIR (``model.json``, ``arrays.npz``, ``als/``, ``*_projector.safetensors``,
+    ``ranker/`` (Hugging Face), ``train_report.json``) and an MLflow run.
+
+    Returns:
+        ``{"mlflow_run_id", "best_valid_ndcg", "train_cases", "valid_cases", "seconds"}``.
+    """
+    from llarapp.training.llara import LlaraTrainConfig, train_llara
+
+    config = LlaraTrainConfig.from_dict(
+        coerce_numbers(train_config or {}, LlaraTrainConfig().to_dict())
+    )
+    seed_text_cache(text_dir)
+    model = train_llara(data_dir, split_dir, out_dir, config, tracking_uri=tracking_uri or None)
+    report = model.report
+    last = report["history"][-1]
+    return {
+        "mlflow_run_id": last.get("mlflow_run_id", ""),
+        "best_valid_ndcg": float(last.get("best_valid_ndcg", float("nan"))),
+        "train_cases": report["train_cases"],
+        "valid_cases": report["valid_cases"],
+        "seconds": report["seconds"],
+    }
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_models(
+    data_dir: Path | str,
+    split_dir: Path | str,
+    model_dir: Path | str,
+    behavior_dir: Path | str | None,
+    out_dir: Path | str,
+    *,
+    baselines: Sequence[str] = BASELINES,
+    tune_max_cases: int = 400,
+    k: int = 500,
+) -> dict:
+    """Score the trained model and the baselines on the same test cases, per category.
+
+    The baselines are fitted on the same training fold and tuned on the same validation cases
+    as in ``llarapp benchmark quality``; ``als`` is the one ``behavior_features`` tuned (refitted
+    here only when ``behavior_dir`` is None).
+
+    Files in: an ingest folder, a split folder, MODEL_DIR, a behavior folder (``als/``).
+    Files out (``out_dir``): ``evaluation.json`` (the quality-benchmark JSON:
+    ``{"dataset", "models": {NAME: {"overall", "categories", "warm", "cold", "ms_per_case"}},
+    "seconds", "candidate"}``), ``table.md`` and ``table.html`` (overall, then NDCG and
+    R-precision per challenge category; :func:`llarapp.benchmark.quality.format_tables`).
+    """
+    from llarapp.benchmark.quality import format_tables
+    from llarapp.config import TuneConfig
+    from llarapp.data.dataset import artist_lookup, load_cases, load_train
+    from llarapp.evaluation.evaluate import evaluate
+    from llarapp.features.behavior import tune_als, tune_item_knn, tune_title_knn
+    from llarapp.features.text import TextEncoder, default_cache_dir
+    from llarapp.models.base import Recommender
+    from llarapp.models.baselines import MostPopular
+
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown}; expected some of {list(BASELINES)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tune = TuneConfig(max_cases=tune_max_cases)
+    train = load_train(data_dir, split_dir)
+    valid = load_cases(data_dir, split_dir, "valid", tune.max_cases)
+    test = load_cases(data_dir, split_dir, "test")
+    artist_of = artist_lookup(data_dir)
+    encoder = TextEncoder(default_cache_dir(), progress=False)
+    seconds: dict[str, float] = {}
+
+    def build(name: str) -> Recommender:
+        if name == CANDIDATE:
+            return Recommender.load(model_dir)
+        if name == "most_popular":
+            return MostPopular().fit(train)
+        if name == "item_knn":
+            return tune_item_knn(train, valid, artist_of, tune)[0]
+        if name == "als":
+            if behavior_dir is not None and (Path(behavior_dir) / "als").is_dir():
+                return Recommender.load(Path(behavior_dir) / "als")
+            return tune_als(train, valid, artist_of, tune)[0]
+        return tune_title_knn(train, valid, artist_of, tune, encoder=encoder)[0]
+
+    results = {}
+    for name in (CANDIDATE, *baselines):
+        t = time.perf_counter()
+        model = build(name)
+        seconds[f"fit:{name}"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        results[name] = evaluate(model, test, artist_of=artist_of, k=k, progress=False)
+        seconds[f"evaluate:{name}"] = round(time.perf_counter() - t, 2)
+    encoder.flush()
+    split_report = json.loads((Path(split_dir) / "split.json").read_text())
+    result = {
+        "candidate": CANDIDATE,
+        "dataset": {
+            "folds": split_report["playlists"],
+            "valid_cases_used": len(valid),
+            "test_cases": len(test),
+            "test_cases_per_category": split_report["cases"]["test"],
+            "hidden_cold_share": round(split_report["hidden_cold_share"], 4),
+        },
+        "models": results,
+        "seconds": seconds,
+    }
+    (out_dir / EVALUATION_FILE).write_text(json.dumps(result, indent=2))
+    table = format_tables(result)
+    (out_dir / "table.md").write_text(table + "\n")
+    (out_dir / "table.html").write_text(markdown_tables_to_html(table, "LLaRA++ evaluation"))
+    return result
+
+
+def kfp_metrics(result: dict, metrics: Sequence[str] = ("ndcg", "r_precision", "clicks")) -> dict:
+    """Flat scalar metrics of an evaluation for ``Output[Metrics]``: the candidate's overall and
+    per-category figures, and each baseline's overall ones."""
+    out: dict[str, float] = {}
+    cand = result["models"][result.get("candidate", CANDIDATE)]
+    for m in (*metrics, "recall@500"):
+        out[f"test_{m}"] = float(cand["overall"][m])
+    for cat, values in cand["categories"].items():
+        out[f"test_{cat}_ndcg"] = float(values["ndcg"])
+    for name, r in result["models"].items():
+        if name != result.get("candidate", CANDIDATE):
+            out[f"baseline_{name}_ndcg"] = float(r["overall"]["ndcg"])
+    return out
+
+
+def markdown_tables_to_html(markdown: str, title: str) -> str:
+    """Render the pipe tables and plain lines of :func:`format_tables` as a small HTML page."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>table{border-collapse:collapse;font-family:sans-serif;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}</style></head><body>",
+        f"<h2>{html.escape(title)}</h2>",
+    ]
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if not rows:
+            return
+        head, *body = rows
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>")
+        for r in body:
+            parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")
+        parts.append("</table>")
+        rows.clear()
+
+    for line in markdown.splitlines():
+        s = line.strip()
+        if s.startswith("|"):
+            cells = [c.strip() for c in s.strip("|").split("|")]
+            if not all(set(c) <= {"-", ":"} for c in cells):
+                rows.append(cells)
+            continue
+        flush()
+        if s:
+            parts.append(f"<p>{html.escape(s)}</p>")
+    flush()
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- export
+
+EXPORT_FORMATS = ("onnx", "none")
+
+
+def export_available() -> bool:
+    """Whether the ONNX export stage (:mod:`llarapp.export.onnx_export`, issue 4) is installed."""
+    try:
+        module = importlib.import_module("llarapp.export.onnx_export")
+    except ImportError:
+        return False
+    return callable(getattr(module, "export_onnx", None))
+
+
+def export_model_dir(
+    model_dir: Path | str,
+    out_dir: Path | str,
+    *,
+    export_format: str = "onnx",
+    data_dir: Path | str | None = None,
+    split_dir: Path | str | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict:
+    """Copy MODEL_DIR to ``out_dir`` and export it there.
+
+    ``onnx`` runs :func:`llarapp.export.onnx_export.export_onnx` on the copy with
+    ``ExportConfig(**options)`` (the validation cases of ``data_dir`` / ``split_dir`` check
+    parity; training cases calibrate static QInt8); it writes ``out_dir/onnx/`` with
+    ``manifest.json``. ``none`` writes only a manifest saying the model serves from PyTorch
+    (``{"chosen": "pytorch_fp32", "variants": {}}``).
+
+    Files in: MODEL_DIR, an ingest folder, a split folder. Files out (``out_dir``): a copy of
+    MODEL_DIR plus ``onnx/`` (``manifest.json`` and, for ``onnx``, the ``.onnx`` files).
+
+    Returns:
+        The manifest.
+
+    Raises:
+        ValueError: ``export_format`` is not one of :data:`EXPORT_FORMATS`, or an option is not
+            an ``ExportConfig`` field.
+        ImportError: ``onnx`` was asked for and the export stage is not installed.
+    """
+    if export_format not in EXPORT_FORMATS:
+        raise ValueError(f"export_format={export_format!r}: expected one of {EXPORT_FORMATS}")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "model.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a MODEL_DIR (no model.json)")
+    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True)
+    manifest_path = out_dir / "onnx" / "manifest.json"
+    if export_format == "none":
+        manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        manifest = {"chosen": "pytorch_fp32", "variants": {}, "reason": "export_format=none"}
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+        return manifest
+    if not export_available():
+        raise ImportError(
+            "export_format='onnx' needs llarapp.export.onnx_export.export_onnx (the ONNX export "
+            "stage), which this installation lacks; pass export_format='none' to serve PyTorch"
+        )
+    if data_dir is None or split_dir is None:
+        raise ValueError("export_format='onnx' needs data_dir and split_dir (parity cases)")
+    from llarapp.config import from_json
+    from llarapp.export.onnx_export import ExportConfig, export_onnx
+
+    defaults = dataclasses.asdict(ExportConfig())
+    config = from_json(ExportConfig, coerce_numbers(dict(options or {}), defaults))
+    manifest = export_onnx(out_dir, data_dir, split_dir, config)
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"the export stage wrote no {manifest_path}")
+    return manifest
