@@ -8,6 +8,12 @@ Examples::
     llarapp features text --data runs/data --out runs/text
     llarapp features behavior --data runs/data --split runs/split --out runs/behavior
     llarapp benchmark quality --mpd ../shared/data/mpd-dev --out runs/quality.json
+    llarapp benchmark export --model runs/model --mpd ../shared/data/mpd-dev --out runs/export.json
+    llarapp serve --model runs/model --port 8080
+    llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
+    llarapp pipeline compile
+    llarapp pipeline run --local --data runs/synth
+    llarapp pipeline submit --host http://localhost:8080 --data s3://data/mpd
     llarapp demo
 """
 
@@ -18,7 +24,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 log = logging.getLogger("llarapp")
@@ -95,6 +100,34 @@ def cmd_quality(args: argparse.Namespace) -> None:
     print(f"\nJSON: {args.out}")
 
 
+def cmd_latency(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.latency import format_table, run_latency
+
+    result = run_latency(args.model, args.work_dir, args.out, args.threads, args.cases)
+    print(format_table(result))
+    print(f"\nJSON: {args.out}")
+
+
+def cmd_export_bench(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.export import format_table, run_export_benchmark
+    from llarapp.export.onnx_export import ExportConfig
+
+    config = ExportConfig(
+        threads=args.threads, max_valid_cases=args.max_valid_cases, encoder=not args.no_encoder
+    )
+    result = run_export_benchmark(
+        args.model,
+        args.mpd,
+        args.out,
+        seed=args.seed,
+        max_playlists=args.max_playlists,
+        work_dir=args.work_dir,
+        config=config,
+    )
+    print(format_table(result))
+    print(f"\nJSON: {args.out}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -103,12 +136,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from llarapp.data.split import split
     from llarapp.training.llara import LlaraTrainConfig, train_llara
 
-    config = LlaraTrainConfig(epochs=args.epochs, curriculum=args.curriculum, seed=args.seed)
+    config = LlaraTrainConfig(
+        epochs=args.epochs, curriculum=args.curriculum, seed=args.seed, lora_r=args.lora_r
+    )
     with tempfile.TemporaryDirectory(prefix="llarapp-train-") as tmp:
         work = Path(args.work or tmp)
         ingest(args.mpd, work / "data", max_playlists=args.max_playlists)
         split(work / "data", work / "split", SplitConfig(seed=args.seed))
-        model = train_llara(work / "data", work / "split", args.out, config)
+        model = train_llara(
+            work / "data", work / "split", args.out, config, base_model=args.base_model
+        )
     report = model.report
     print(json.dumps({k: report[k] for k in ("train_cases", "valid_cases", "seconds")}, indent=2))
     print(f"best validation NDCG {report['history'][-1]['best_valid_ndcg']:.4f}")
@@ -124,24 +161,178 @@ def cmd_lastfm(args: argparse.Namespace) -> None:
     print(f"\nJSON: {args.out}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Run the local KServe server in place of this process (signals reach it directly)."""
+    from llarapp.serving.client import server_command, server_env
+
+    argv = server_command(args.model, args.port, args.host, "--events", args.events)
+    argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
+    argv += ["--graph", args.graph] if args.graph else []
+    os.execve(argv[0], argv, server_env())
+
+
+def cmd_serving_bench(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.serving import format_table, run_serving_benchmark
+
+    result = run_serving_benchmark(
+        args.model,
+        args.mpd,
+        args.out,
+        requests=args.requests,
+        seeds=args.seeds,
+        k=args.k,
+        split_seed=args.seed,
+        max_playlists=args.max_playlists,
+        work_dir=args.work_dir,
+    )
+    print(format_table(result))
+    print(f"\nJSON: {args.out}")
+
+
+def _pipelines_runner():
+    """``pipelines/runner.py`` of the repository (kfp lives there, never in the library)."""
+    import importlib.util
+
+    here = Path.cwd().resolve()
+    for base in (here, *here.parents):
+        path = base / "pipelines" / "runner.py"
+        if path.is_file():
+            spec = importlib.util.spec_from_file_location("llarapp_pipelines_runner", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise FileNotFoundError(
+        f"pipelines/runner.py not found from {here}: run `llarapp pipeline` and `llarapp demo` "
+        "inside the LLaRA++ repository (it holds pipelines/ and components/)"
+    )
+
+
+def _json_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pipeline_arguments(args: argparse.Namespace, data_uri: str) -> dict:
+    params: dict = {"data_uri": data_uri}
+    if getattr(args, "train_config", None):
+        path = Path(args.train_config)
+        params["train_config"] = json.loads(
+            path.read_text() if path.is_file() else args.train_config
+        )
+    for item in getattr(args, "param", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {item!r}: expected KEY=VALUE (VALUE as JSON or text)")
+        params[key] = _json_value(value)
+    return params
+
+
+def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> None:
+    from llarapp.pipeline.stages import export_available
+    from llarapp.pipeline.summary import format_summary
+
+    runner = _pipelines_runner()
+    work = Path(args.work).resolve()
+    params = {
+        "tracking_uri": args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}",
+        "serving_target": str(Path(args.serving_target).resolve()),
+        **defaults,
+    }
+    if not export_available():
+        params["export_format"] = "none"
+        print("note: ONNX export stage not installed; the model will serve from PyTorch")
+    params.update(_pipeline_arguments(args, data_uri))
+    if args.compile:
+        runner.compile_pipeline(args.pipeline)
+    print(f"running pipeline {args.pipeline} locally (kfp.local) on {data_uri} -> {work}")
+    result = runner.run_local(args.pipeline, params, work, cache=not args.no_cache)
+    (work / "last_run.json").write_text(json.dumps({**result, "arguments": params}, indent=2))
+    print()
+    print(
+        format_summary(
+            result, tracking_uri=params["tracking_uri"], serving_target=params["serving_target"]
+        )
+    )
+    if not result["ok"]:
+        raise RuntimeError(f"pipeline {args.pipeline} failed; details above and in {work}")
+
+
+def cmd_pipeline_compile(args: argparse.Namespace) -> None:
+    runner = _pipelines_runner()
+    for name in args.pipelines or sorted(runner.PIPELINES):
+        print(f"wrote {runner.compile_pipeline(name)}")
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> None:
+    if not args.local:
+        raise ValueError(
+            "`llarapp pipeline run` runs on this machine only: pass --local "
+            "(or send it to Kubeflow with `llarapp pipeline submit --host URL`)"
+        )
+    data = args.data
+    if data is None:
+        from llarapp.data.synth import generate
+
+        data = str(Path(args.work) / "synth")
+        generate(args.playlists, data, seed=args.seed)
+        print(f"synthetic MPD: {args.playlists} playlists in {data}")
+    _run_local(args, data, {})
+
+
+def cmd_pipeline_submit(args: argparse.Namespace) -> None:
+    runner = _pipelines_runner()
+    params = _pipeline_arguments(args, args.data)
+    run_id = runner.submit(
+        args.pipeline,
+        params,
+        args.host,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        cache=not args.no_cache,
+    )
+    print(f"submitted {args.pipeline} to {args.host}: run {run_id}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
-    from llarapp.benchmark.quality import BASELINES, format_tables, run_quality
     from llarapp.data.synth import generate
+    from llarapp.pipeline.stages import BASELINES
 
     work = Path(args.work)
-    start = time.perf_counter()
     data = args.data
     if data is None:
         data = str(work / "synth")
         generate(args.playlists, data, seed=args.seed)
         print(f"synthetic MPD: {args.playlists} playlists in {data}")
-    out = work / "quality.json"
-    models = args.models.split(",") if args.models else list(BASELINES)
-    result = run_quality(data, out, seed=args.seed, work_dir=work / "bench", models=models)
-    print(format_tables(result))
-    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s")
-    print(f"tables (ingest, split), quarantine and report: {work / 'bench' / 'data'}")
-    print(f"benchmark JSON: {out}")
+    defaults = {
+        "split_seed": args.seed,
+        "baselines": args.models.split(",") if args.models else list(BASELINES),
+    }
+    if args.quick:
+        defaults["train_config"] = QUICK_TRAIN_CONFIG
+        defaults["tune_max_cases"] = 100
+        defaults["export_options"] = QUICK_EXPORT_OPTIONS
+    args.pipeline, args.compile, args.param, args.train_config = "training", False, [], None
+    _run_local(args, data, defaults)
+
+
+# ``llarapp demo --quick`` / the tests: a small model, a short export benchmark
+QUICK_TRAIN_CONFIG = {
+    "als": {"factors": 16, "iterations": 8},
+    "projector": {"hidden": 64, "epochs": 5},
+    "n_candidates": 300,
+    "hidden_size": 64,
+    "epochs": 4,
+    "max_valid_cases": 200,
+}
+QUICK_EXPORT_OPTIONS = {
+    "encoder": False,
+    "max_valid_cases": 50,
+    "latency_runs": 20,
+    "warmup_runs": 2,
+    "throughput_runs": 2,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,6 +397,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None, help="keep intermediate tables here")
     p.set_defaults(fn=cmd_quality)
 
+    p = bench.add_parser("latency", help="retrieve + rank of one case, pinned threads")
+    p.add_argument("--model", required=True, help="a trained llara++ MODEL_DIR")
+    p.add_argument("--work-dir", required=True, help="data/ and split/ (quality --work-dir)")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--threads", type=_positive, default=1)
+    p.add_argument("--cases", type=_positive, default=300)
+    p.set_defaults(fn=cmd_latency)
+
+    p = bench.add_parser("export", help="ONNX export variants: parity, latency, the choice")
+    p.add_argument("--model", required=True, help="a trained MODEL_DIR (writes MODEL_DIR/onnx)")
+    p.add_argument("--mpd", required=True, help="the MPD slices the model was trained on")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: the model's)")
+    p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--threads", type=_positive, default=1, help="intra_op_num_threads")
+    p.add_argument("--max-valid-cases", type=_positive, default=400)
+    p.add_argument("--no-encoder", action="store_true", help="skip the MiniLM encoder")
+    p.add_argument("--work-dir", default=None, help="keep the ingest and split tables here")
+    p.set_defaults(fn=cmd_export_bench)
+
+    p = bench.add_parser("serving", help="the local server at concurrency 1 and 8 vs numpy")
+    p.add_argument("--model", required=True, help="a trained MODEL_DIR")
+    p.add_argument("--mpd", required=True, help="MPD slices: requests from validation cases")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--requests", type=_positive, default=500, help="per concurrency level")
+    p.add_argument("--seeds", type=_positive, default=10, help="seed tracks per request")
+    p.add_argument("--k", type=_positive, default=500, help="recommendations per request")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--work-dir", default=None, help="keep the tables and server log here")
+    p.set_defaults(fn=cmd_serving_bench)
+
     p = bench.add_parser("llara-lastfm", help="the LLaRA paper's LastFM protocol (HR@1)")
     p.add_argument("--data", required=True, help="folder with train_data.jsonl, Val_data.jsonl")
     p.add_argument("--split", choices=("val", "test"), default="val")
@@ -222,16 +445,73 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curriculum", choices=("linear", "none", "text-only"), default="linear")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--base-model", default=None, help="retrain: fine-tune this MODEL_DIR's ranker")
+    p.add_argument(
+        "--lora-r", type=int, default=8, help="with --base-model: LoRA rank (0: every weight)"
+    )
     p.set_defaults(fn=cmd_train)
 
-    p = groups.add_parser("demo", help="synthetic data -> the whole local run -> summary")
-    p.add_argument("--playlists", type=_positive, default=2000)
+    p = groups.add_parser("serve", help="encoder, retriever, ranker + /v1/recommend (KServe)")
+    p.add_argument("--model", default="runs/model", help="folder, s3:// or models:/NAME@ALIAS")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--events", default="runs/serving/events.db", help="feedback + request log")
+    p.add_argument("--sample-rate", type=float, default=0.1, help="share of requests logged")
+    p.add_argument("--graph", default=None, help="InferenceGraph YAML (default: the manifest)")
+    p.add_argument("--ranker-backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.set_defaults(fn=cmd_serve)
+
+    pipe = groups.add_parser("pipeline", help="Kubeflow pipelines: compile, run, submit")
+    pipe = pipe.add_subparsers(dest="cmd", required=True, metavar="CMD")
+    p = pipe.add_parser("compile", help="compile pipelines/*_pipeline.py to the YAML beside it")
+    p.add_argument("pipelines", nargs="*", help="training, retraining (default: all)")
+    p.set_defaults(fn=cmd_pipeline_compile)
+
+    def add_params(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--pipeline", choices=("training", "retraining"), default="training")
+        p.add_argument("--train-config", default=None, help="LlaraTrainConfig JSON (or a file)")
+        p.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="any pipeline parameter (VALUE as JSON or text); repeatable",
+        )
+        p.add_argument("--no-cache", action="store_true", help="rerun every stage")
+
+    def add_local(p: argparse.ArgumentParser, work: str) -> None:
+        p.add_argument("--work", default=work, help="task outputs, cache, MLflow SQLite")
+        p.add_argument("--tracking-uri", default=None, help="MLflow (default: WORK/mlflow.db)")
+        p.add_argument(
+            "--serving-target", default="runs/serving", help="deploy writes current.json here"
+        )
+        p.add_argument("--playlists", type=_positive, default=2000, help="synthetic, no --data")
+        p.add_argument("--seed", type=int, default=0)
+
+    p = pipe.add_parser("run", help="run the compiled pipeline on this machine (kfp.local)")
+    p.add_argument("--local", action="store_true", help="required: SubprocessRunner here")
+    p.add_argument("--data", default=None, help="MPD slices (folder or s3://); default synthetic")
+    p.add_argument("--compile", action="store_true", help="recompile the YAML first")
+    add_params(p)
+    add_local(p, "runs/pipeline")
+    p.set_defaults(fn=cmd_pipeline_run)
+
+    p = pipe.add_parser("submit", help="submit the compiled pipeline to Kubeflow (kfp.Client)")
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    p.add_argument("--data", required=True, help="MPD slices the cluster reads (s3://...)")
+    p.add_argument("--experiment", default="llarapp")
+    p.add_argument("--run-name", default=None)
+    add_params(p)
+    p.set_defaults(fn=cmd_pipeline_submit)
+
+    p = groups.add_parser("demo", help="synthetic data -> the local training pipeline -> summary")
     p.add_argument("--data", default=None, help="MPD slices to use instead of synthetic data")
-    p.add_argument("--work", default="runs/demo", help="output folder")
     p.add_argument(
-        "--models", default=None, help="comma-separated benchmark rows (default: the baselines)"
+        "--models", default=None, help="comma-separated baselines to beat (default: all four)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a small model and a short export check")
+    p.add_argument("--no-cache", action="store_true", help="rerun every stage")
+    add_local(p, "runs/demo")
     p.set_defaults(fn=cmd_demo)
     return parser
 
