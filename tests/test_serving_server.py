@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llarapp.data.names import write_track_names
 from llarapp.serving.client import post_json, start_server, stop_server, wait_ready
-from llarapp.serving.names import write_track_names
 from llarapp.serving.request import parse_recommend
 from llarapp.serving.store import read_feedback
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from llarapp.serving.names import TrackNames
+from llarapp.data.names import TrackNames
 from llarapp.serving.request import RecommendRequest, RequestError
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from llarapp.config import ALSConfig, SplitConfig
 from llarapp.data.dataset import EvalCase, load_cases, load_train, str_or_none, track_texts
+from llarapp.data.names import write_track_names
 from llarapp.data.schema import INTERACTIONS_FILE, TRACKS_FILE
 from llarapp.data.split import CATEGORIES, make_case
 from llarapp.evaluation.metrics import ndcg
@@ -38,7 +39,6 @@ from llarapp.features.text import TextEncoder, default_cache_dir
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.projector import ProjectorConfig
 from llarapp.models.retriever import FEATURES
-from llarapp.serving.names import write_track_names
 from llarapp.training.stage import Catalog, Query, Stage, align, build_stage, subset
 
 log = logging.getLogger(__name__)
