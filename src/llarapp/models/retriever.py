@@ -90,7 +90,8 @@ class Retriever:
                 f"of item_playlists ({item_playlists.shape[1]})"
             )
         self.title_neighbours, self.title_power = title_neighbours, title_power
-        self._playlist_items = item_playlists.T.tocsr()
+        # playlist -> tracks rows for the title-kNN votes; only that source reads them
+        self._playlist_items = item_playlists.T.tocsr() if title_vectors is not None else None
 
     @property
     def n_items(self) -> int:

@@ -367,6 +367,7 @@ class Prepared:
     stage: Stage  # fitted on every training playlist (served)
     train_cases: list[RankCase]
     valid_cases: list[RankCase]
+    feature_weights: np.ndarray  # the feature head's start (tune_feature_weights on train_cases)
     seconds: dict[str, float]
 
 
@@ -445,7 +446,10 @@ def prepare_llara(
     for rc in train_cases:
         rc.queries = rc.queries @ rotation
     seconds["stage_full"] = time.perf_counter() - t
-    return Prepared(stage_a, stage, train_cases, valid_cases, seconds)
+    t = time.perf_counter()
+    weights, _ = tune_feature_weights(train_cases)
+    seconds["feature_weights"] = time.perf_counter() - t
+    return Prepared(stage_a, stage, train_cases, valid_cases, weights, seconds)
 
 
 def train_llara(
@@ -489,6 +493,7 @@ def train_llara(
         config,
         tracking_uri,
         init=init,
+        feature_weights=prepared.feature_weights,
     )
     seconds = {**prepared.seconds, "ranker": time.perf_counter() - t}
     valid = prepared.valid_cases
@@ -560,11 +565,14 @@ def train_ranker(
     config: LlaraTrainConfig,
     tracking_uri: str | None = None,
     init: LlaraForCandidateScoring | None = None,
+    feature_weights: np.ndarray | None = None,
 ) -> tuple[LlaraForCandidateScoring, list[dict]]:
     """Curriculum training with early stopping on validation NDCG; tracked in MLflow.
 
     ``init`` (a previous ranker) is fine-tuned instead of a new one (LoRA when
-    ``config.lora_r > 0``). On a CUDA device training runs there in bfloat16 autocast.
+    ``config.lora_r > 0``); a new one starts its feature head at ``feature_weights``
+    (:func:`tune_feature_weights` on ``train_cases`` when None). On a CUDA device training runs
+    there in bfloat16 autocast.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 5])
@@ -596,7 +604,9 @@ def train_ranker(
         interaction_init=0.0,  # start as the feature model; the gate opens as far as it helps
     )
     model = LlaraForCandidateScoring(rconf)
-    weights, _ = tune_feature_weights(train_cases)
+    if feature_weights is None:
+        feature_weights, _ = tune_feature_weights(train_cases)
+    weights = np.asarray(feature_weights, dtype=np.float32)
     with torch.no_grad():  # start from the best linear blend of the sources
         model.feature_head.weight.copy_(torch.from_numpy(10.0 * weights)[None])
         model.feature_head.bias.zero_()
