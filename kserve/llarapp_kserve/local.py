@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -78,10 +79,11 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 class LoopbackModelServer(ModelServer):
     """A ``kserve.ModelServer`` whose REST server binds ``host`` (stock: 0.0.0.0), no gRPC."""
 
-    def __init__(self, host: str, on_stopped=None, **kwargs: Any) -> None:
+    def __init__(self, host: str, on_stopped=None, barrier=None, **kwargs: Any) -> None:
         super().__init__(enable_grpc=False, **kwargs)
         self.host = host
         self.on_stopped = on_stopped
+        self.barrier = barrier  # (loaded_w, go_r) pipe ends of a --workers supervisor
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -96,7 +98,15 @@ class LoopbackModelServer(ModelServer):
             timeout_keep_alive=self.timeout_keep_alive,
         )
         self._rest_server.config.host = self.host
-        self.servers.append(self._rest_server.start())
+        # llarapp.serving.access logs each request once; uvicorn's and kserve's per-request
+        # lines (three more) go: uvicorn skips its access log when the logger has no handler
+        uvicorn_access = logging.getLogger("uvicorn.access")
+        uvicorn_access.handlers, uvicorn_access.propagate = [], False
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+        if self.barrier is None:
+            self.servers.append(self._rest_server.start())
+        else:
+            self.servers.append(self._serve_shared(self._shared_socket()))
         self.setup_event_loop()
         self.register_signal_handler()
         try:
@@ -104,6 +114,26 @@ class LoopbackModelServer(ModelServer):
         finally:
             if self.on_stopped is not None:
                 self.on_stopped()
+
+    def _shared_socket(self) -> socket.socket:
+        """Say "loaded", wait for every worker to have loaded, then bind with SO_REUSEPORT."""
+        loaded_w, go_r = self.barrier
+        os.write(loaded_w, b"l")
+        os.close(loaded_w)
+        if not os.read(go_r, 1):  # the supervisor went away
+            raise SystemExit(1)
+        os.close(go_r)
+        # proto given, so asyncio sets TCP_NODELAY on accepted connections (it checks it)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.host, self.http_port))
+        return sock
+
+    async def _serve_shared(self, sock: socket.socket) -> None:
+        # RESTServer.start() without binding: uvicorn serves the given socket
+        self._rest_server.create_application()
+        await self._rest_server._server.serve(sockets=[sock])
 
     def stop(self, sig: int) -> None:
         # uvicorn drains in-flight requests on SIGTERM / SIGINT itself and re-raises the
@@ -154,10 +184,17 @@ class LocalServer:
             ),
         )
 
-    def serve(self, host: str = "127.0.0.1", port: int = 8080, grace_period: int = 30) -> None:
+    def serve(
+        self, host: str = "127.0.0.1", port: int = 8080, grace_period: int = 30, barrier=None
+    ) -> None:
+        """Serve until SIGTERM / SIGINT; ``barrier``: a ``--workers`` supervisor's pipe ends."""
         self.install()
         server = LoopbackModelServer(
-            host, on_stopped=self.store.close, http_port=port, grace_period=grace_period
+            host,
+            on_stopped=self.store.close,
+            barrier=barrier,
+            http_port=port,
+            grace_period=grace_period,
         )
         log_json(
             log,

@@ -168,6 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     argv = server_command(args.model, args.port, args.host, "--events", args.events)
     argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
     argv += ["--graph", args.graph] if args.graph else []
+    argv += ["--workers", str(args.workers)]
     os.execve(argv[0], argv, server_env())
 
 
@@ -184,6 +185,7 @@ def cmd_serving_bench(args: argparse.Namespace) -> None:
         split_seed=args.seed,
         max_playlists=args.max_playlists,
         work_dir=args.work_dir,
+        workers=args.workers,
     )
     print(format_table(result))
     print(f"\nJSON: {args.out}")
@@ -427,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.add_argument("--max-playlists", type=_positive, default=None)
     p.add_argument("--work-dir", default=None, help="keep the tables and server log here")
+    p.add_argument("--workers", type=_positive, default=2, help="server processes (one a core)")
     p.set_defaults(fn=cmd_serving_bench)
 
     p = bench.add_parser("llara-lastfm", help="the LLaRA paper's LastFM protocol (HR@1)")
@@ -459,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=float, default=0.1, help="share of requests logged")
     p.add_argument("--graph", default=None, help="InferenceGraph YAML (default: the manifest)")
     p.add_argument("--ranker-backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="server processes sharing the port (each loads the model)")  # fmt: skip
     p.set_defaults(fn=cmd_serve)
 
     pipe = groups.add_parser("pipeline", help="Kubeflow pipelines: compile, run, submit")

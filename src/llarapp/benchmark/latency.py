@@ -39,6 +39,7 @@ def run_latency(
     torch.set_num_threads(threads)
     work_dir = Path(work_dir)
     model = Recommender.load(model_dir)
+    model.stage.retriever.dense_threads = threads
     test = load_cases(work_dir / "data", work_dir / "split", "test", cases)
     _ = model.catalog_vectors  # precomputed at load, as the servers do
     timings: dict[str, list[float]] = {

@@ -4,7 +4,8 @@
   variants, parity, timing, the serving choice and ``MODEL_DIR/onnx/manifest.json``.
 * :mod:`llarapp.export.encoder` — the MiniLM encoder to ONNX and its QInt8 variant.
 * :mod:`llarapp.export.runtime` — what model servers use: :func:`load_ranker_session`,
-  :class:`OnnxTextEncoder`, :func:`load_manifest` (numpy + onnxruntime + tokenizers; no torch).
+  :func:`load_serving_session`, :class:`OnnxTextEncoder`, :func:`load_manifest` (numpy +
+  onnxruntime + tokenizers; no torch).
 
 Only the runtime names are imported here, so ``import llarapp.export`` stays torch-free.
 """
@@ -15,6 +16,7 @@ from llarapp.export.runtime import (
     OnnxTextEncoder,
     load_manifest,
     load_ranker_session,
+    load_serving_session,
     make_session,
     session_options,
 )
@@ -25,6 +27,7 @@ __all__ = [
     "OnnxTextEncoder",
     "load_manifest",
     "load_ranker_session",
+    "load_serving_session",
     "make_session",
     "session_options",
 ]

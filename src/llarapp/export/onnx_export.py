@@ -19,6 +19,10 @@
 5. **Choose**: the fastest ONNX variant (p50 at batch 1) whose validation NDCG is within
    ``ndcg_tolerance`` (1%) of PyTorch fp32; for the encoder, the faster of fp32 and QInt8, the
    latter only when its cosine with fp32 is at least 0.99 on every check text (track texts).
+6. **Serving graph**: candidate vectors depend on the track alone, so servers compute them once
+   per catalogue track; ``ranker.serving.onnx`` is the chosen variant's recipe applied to the
+   rest of ``forward`` (query tokens, transformer, scoring) with ``cand_vectors`` as an input.
+   It is checked against PyTorch fp32 and timed like the variants (``manifest["serving"]``).
 
 Files in: ``MODEL_DIR`` (a trained LLaRA++ folder); ``tracks.parquet``,
 ``playlists.parquet``, ``interactions.parquet`` of the ingest folder and ``folds.parquet``,
@@ -27,10 +31,13 @@ Files in: ``MODEL_DIR`` (a trained LLaRA++ folder); ``tracks.parquet``,
 Files out (``MODEL_DIR/onnx/``)::
 
     ranker.onnx, ranker.optimized.onnx, ranker.qint8_dynamic.onnx, ranker.qint8_static.onnx
+    ranker.serving.onnx  the chosen variant's recipe applied to the query side + scoring over
+                    precomputed candidate vectors (``cand_vectors``), what the ranker server runs
     encoder.onnx, encoder.qint8.onnx, tokenizer/
     manifest.json   {"chosen", "ranker": {file, provider, intra_op_num_threads, inputs, outputs,
                     opset, exporter}, "encoder": {file, tokenizer, max_length, ...}, "parity",
-                    "variants": {NAME: {file, size_mb, ndcg, p50_ms, ...}}, ...}
+                    "variants": {NAME: {file, size_mb, ndcg, p50_ms, ...}}, "serving": {file,
+                    from_variant, inputs, max_abs_diff, p50_ms, ...}, ...}
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ VARIANT_FILES = {
     "onnx_qint8_static": "ranker.qint8_static.onnx",
 }
 OUTPUT_NAMES = ("scores",)
+SERVING_INPUT_NAMES = (*INPUT_NAMES[:6], "cand_vectors", "cand_features", "cand_mask")
+SERVING_FILE = "ranker.serving.onnx"
 EXTERNAL_DATA_BYTES = 1 << 30  # weights beyond this go to an external .data file
 TOP_OVERLAP = 100
 
@@ -124,6 +133,19 @@ def ranker_io_spec(ranker: LlaraForCandidateScoring) -> tuple[list[dict], list[d
     return inputs, outputs
 
 
+def serving_io_spec(ranker: LlaraForCandidateScoring) -> tuple[list[dict], list[dict]]:
+    """The serving graph's inputs: the query side of ``forward`` plus ``cand_vectors``
+    (:meth:`~LlaraForCandidateScoring.candidate_vectors`, precomputed per catalogue track)."""
+    inputs, outputs = ranker_io_spec(ranker)
+    by_name = {spec["name"]: spec for spec in inputs}
+    by_name["cand_vectors"] = {
+        "name": "cand_vectors",
+        "shape": ["batch", "candidates", ranker.config.hidden_size],
+        "dtype": "float32",
+    }
+    return [by_name[n] for n in SERVING_INPUT_NAMES], outputs
+
+
 class _Positional(torch.nn.Module):
     """``forward(*INPUT_NAMES) -> scores``: the ranker with a tensor-only signature."""
 
@@ -135,13 +157,22 @@ class _Positional(torch.nn.Module):
         return self.ranker(**dict(zip(INPUT_NAMES, inputs, strict=True)), return_dict=True).scores
 
 
-def example_inputs(ranker: LlaraForCandidateScoring, b: int = 2, s: int = 3, n: int = 5):
-    """Random ranker inputs ``(B, S, N) = (b, s, n)``; sizes >= 2 so no axis is specialised."""
+class _Serving(_Positional):
+    """``forward(*SERVING_INPUT_NAMES) -> scores``: ``forward`` with the candidate tower
+    hoisted out (the same scores when ``cand_vectors`` are the tower's output)."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        query = self.ranker.query_vectors(*inputs[:6])
+        return self.ranker.score(query, *inputs[6:])
+
+
+def example_inputs(specs: list[dict], b: int = 2, s: int = 3, n: int = 5):
+    """Random inputs for ``specs`` at ``(B, S, N) = (b, s, n)``; sizes >= 2 so no axis is
+    specialised."""
     gen = torch.Generator().manual_seed(0)
-    inputs, _ = ranker_io_spec(ranker)
     sizes = {"batch": b, "seeds": s, "candidates": n}
     out = []
-    for spec in inputs:
+    for spec in specs:
         shape = [sizes.get(d, d) for d in spec["shape"]]
         if spec["name"].endswith(("_mask", "_use_behavior")):
             out.append(torch.ones(shape))
@@ -150,15 +181,18 @@ def example_inputs(ranker: LlaraForCandidateScoring, b: int = 2, s: int = 3, n: 
     return tuple(out)
 
 
-def export_ranker(ranker: LlaraForCandidateScoring, path: Path | str, opset: int = 18) -> Path:
-    """Export ``ranker`` to ``path`` (dynamo exporter, dynamic batch / seeds / candidates)."""
+def export_ranker(
+    ranker: LlaraForCandidateScoring, path: Path | str, opset: int = 18, serving: bool = False
+) -> Path:
+    """Export ``ranker`` to ``path`` (dynamo exporter, dynamic batch / seeds / candidates);
+    ``serving``: the graph over precomputed candidate vectors (:func:`serving_io_spec`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = _Positional(ranker.eval()).eval()
+    module = (_Serving if serving else _Positional)(ranker.eval()).eval()
+    inputs, _ = (serving_io_spec if serving else ranker_io_spec)(ranker)
     batch = torch.export.Dim("batch", min=1)
     seeds = torch.export.Dim("seeds", min=0)
     cands = torch.export.Dim("candidates", min=1)
-    inputs, _ = ranker_io_spec(ranker)
     axes = {"batch": batch, "seeds": seeds, "candidates": cands}
     dynamic = tuple(
         {i: axes[d] for i, d in enumerate(spec["shape"]) if isinstance(d, str)} for spec in inputs
@@ -167,10 +201,10 @@ def export_ranker(ranker: LlaraForCandidateScoring, path: Path | str, opset: int
     with torch.no_grad():
         program = torch.onnx.export(
             module,
-            example_inputs(ranker),
+            example_inputs(inputs),
             dynamo=True,
             opset_version=opset,
-            input_names=list(INPUT_NAMES),
+            input_names=[spec["name"] for spec in inputs],
             output_names=list(OUTPUT_NAMES),
             dynamic_shapes=(dynamic,),
             external_data=external,
@@ -533,6 +567,9 @@ def export_onnx(
             )
         chosen = choose_variant(variants, config.ndcg_tolerance)
         seconds["parity_timing"] = time.perf_counter() - t
+        t = time.perf_counter()
+        serving = _serving_section(ranker, out, chosen, single, big, ref_scores, cases, config)
+        seconds["serving"] = time.perf_counter() - t
 
         # ---- encoder
         encoder = None
@@ -563,6 +600,7 @@ def export_onnx(
             "exporter": "torch.onnx.export(dynamo=True)",
             "masked_score": -1e4,
         },
+        "serving": serving,
         "encoder": encoder,
         "parity": {
             name: {k: v[k] for k in ("max_abs_diff", "top100_overlap", "ndcg")}
@@ -578,6 +616,69 @@ def export_onnx(
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     log.info("export: chose %s -> %s", chosen, out / MANIFEST_FILE)
     return manifest
+
+
+def serving_feeds(ranker: LlaraForCandidateScoring, feeds: dict[str, np.ndarray]) -> dict:
+    """Full-graph feeds -> serving-graph feeds (candidate text / behavior -> their vectors)."""
+    with torch.inference_mode():
+        vectors = ranker.candidate_vectors(
+            *(
+                torch.from_numpy(feeds[k])
+                for k in ("cand_text", "cand_behavior", "cand_use_behavior")
+            )
+        )
+    return {
+        **{k: feeds[k] for k in SERVING_INPUT_NAMES if k in feeds},
+        "cand_vectors": vectors.numpy(),
+    }
+
+
+def _serving_section(
+    ranker: LlaraForCandidateScoring,
+    out: Path,
+    chosen: str,
+    single: list[dict],
+    big: dict,
+    ref_scores: list[np.ndarray],
+    cases: list,
+    config: ExportConfig,
+) -> dict[str, Any]:
+    """Export the serving graph, made the way ``chosen`` was, and check it against PyTorch."""
+    import tempfile
+
+    dst = out / SERVING_FILE
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = export_ranker(ranker, Path(tmp) / "serving.onnx", config.opset, serving=True)
+        if chosen == "onnx_optimized":
+            optimize_saved(raw, dst, config.threads)
+            recipe: dict[str, Any] = {
+                "method": "onnxruntime graph optimization",
+                "level": "extended",
+            }
+        elif chosen.startswith("onnx_qint8"):  # calibration-free either way
+            recipe = quantize_ranker_dynamic(raw, dst)
+        else:
+            dst.write_bytes(raw.read_bytes())
+            recipe = {"method": "torch.onnx.export", "exporter": "dynamo"}
+    run = onnx_scorer(make_session(dst, config.threads, config.provider))
+    feeds = [serving_feeds(ranker, f) for f in single]
+    scores = [run(f)[0] for f in feeds]
+    inputs, outputs = serving_io_spec(ranker)
+    row = {
+        "file": SERVING_FILE,
+        "from_variant": chosen,
+        "recipe": recipe,
+        "inputs": inputs,
+        "outputs": outputs,
+        "cand_vectors": "LlaraForCandidateScoring.candidate_vectors of every catalogue track, "
+        "computed once when a server loads",
+        "max_abs_diff": max_abs_diff(scores, ref_scores, cases),
+        "top100_overlap": round(top_overlap(scores, ref_scores, cases), 6),
+        "size_mb": size_mb(dst),
+    }
+    row.update(time_scorer(run, feeds, serving_feeds(ranker, big), config))
+    log.info("serving graph: max|diff| %.2e  p50 %.3f ms", row["max_abs_diff"], row["p50_ms"])
+    return row
 
 
 def _encoder_section(out: Path, data_dir: Path, config: ExportConfig) -> dict[str, Any]:

@@ -101,6 +101,20 @@ def load_ranker_session(model_dir: Path | str, variant: str | None = None):
     return session, manifest
 
 
+def load_serving_session(model_dir: Path | str):
+    """The serving graph (``manifest["serving"]``: scores from the query side and precomputed
+    ``cand_vectors``) as a session, or None for an export that predates it."""
+    manifest = load_manifest(model_dir)
+    serving, ranker = manifest.get("serving"), manifest["ranker"]
+    if not serving:
+        return None
+    return make_session(
+        Path(model_dir) / ONNX_DIR / serving["file"],
+        threads=int(ranker["intra_op_num_threads"]),
+        provider=ranker["provider"],
+    )
+
+
 class OnnxTextEncoder:
     """Tokenise with ``tokenizers`` and embed with an exported encoder (see :mod:`.encoder`).
 

@@ -57,6 +57,7 @@ class Projector(nn.Module):
         return self.net(text)
 
     @torch.inference_mode()
+    @torch.inference_mode()
     def project(self, text: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Numpy in, numpy out, batched (float32)."""
         self.eval()

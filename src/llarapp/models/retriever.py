@@ -11,12 +11,19 @@ each score the whole catalogue, exactly (``argpartition``):
 - ``title_knn``: votes of the training playlists whose titles are nearest to the case's title
   in MiniLM space (warm tracks only).
 
-Their top-N lists are fused by reciprocal rank (RRF, k=60) into N candidates. Per candidate the
-retriever returns :data:`FEATURES`, scaled per case so the ranker sees stable ranges.
+Their top-N lists (only tracks a source scores above zero count for the two kNN sources) are
+fused by reciprocal rank (RRF, k=60) into N candidates. Per candidate the retriever returns
+:data:`FEATURES`, scaled per case so the ranker sees stable ranges.
+
+The two dense sources are one ``(2, f) x (f, n_items)`` product in onnxruntime, whose MLAS
+kernel reads the prepacked catalogue once for both queries: 4.8 ms against 12.7 ms for two numpy
+``gemv`` calls over 124,652 x 128 float32 on one core (OpenBLAS ``gemv`` is not memory bound
+there; ORT's own TopK was slower than ``argpartition``, 1.8 against 0.9 ms for two rows).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +40,62 @@ FEATURES = (
 )
 N_SOURCES = 4  # the first four features are the sources' scores
 RRF_K = 60.0
+
+
+class DenseScorer:
+    """``queries (q, f) -> (q, n)`` scores against a fixed catalogue, in onnxruntime.
+
+    The catalogue is a graph initializer, so MLAS prepacks it at session creation. Two
+    intra-op threads (where there are two cores) without spinning: 3.2 ms against 4.9 ms for
+    one thread at 124,652 x 128, and idle threads sleep, so concurrent requests do not starve.
+    """
+
+    def __init__(self, behavior: np.ndarray, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        n, f = behavior.shape
+        graph = helper.make_graph(
+            [helper.make_node("Gemm", ["q", "catalogue"], ["scores"])],
+            "dense_scores",
+            [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, f])],
+            [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, n])],
+            [numpy_helper.from_array(np.ascontiguousarray(behavior.T), "catalogue")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        options = ort.SessionOptions()
+        threads = threads or min(2, os.cpu_count() or 1)
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, queries: np.ndarray) -> np.ndarray:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        return self.session.run(None, {"q": q})[0]
+
+
+def top_n(scores: np.ndarray, n: int, among: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the ``n`` largest ``scores`` (restricted to ``among``), best first; exact."""
+    vals = scores if among is None else scores[among]
+    top = np.argpartition(vals, len(vals) - n)[len(vals) - n :] if len(vals) > n else None
+    if top is not None:
+        vals = vals[top]
+    order = np.argsort(-vals, kind="stable")
+    if among is None:
+        return order if top is None else top[order]
+    return among[order] if top is None else among[top[order]]
+
+
+def row_votes(csr: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """``(n,)`` float32: ``csr[rows].T @ weights`` without scipy's per-call overhead
+    (``bincount`` over the rows' column indices)."""
+    starts, lengths = csr.indptr[rows], csr.indptr[rows + 1] - csr.indptr[rows]
+    at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    weights = np.repeat(weights, lengths) * csr.data[at]
+    votes = np.bincount(csr.indices[at], weights=weights, minlength=n)
+    return votes.astype(np.float32)
 
 
 @dataclass
@@ -73,7 +136,7 @@ class Retriever:
     ) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates={n_candidates}: expected >= 1")
-        self.behavior = np.ascontiguousarray(behavior, dtype=np.float32)
+        self.behavior = behavior
         self.is_cold = is_cold.astype(bool)
         self.popularity = popularity.astype(np.float32)
         self.log_pop = np.log1p(self.popularity)
@@ -82,6 +145,7 @@ class Retriever:
         self.knn_alpha = knn_alpha
         self.n_candidates = n_candidates
         self._knn_norm = np.maximum(self.popularity[: self.n_warm], 1.0)
+        self._knn_scale = self._knn_norm**-knn_alpha
         self._pop_order = np.argsort(-self.popularity, kind="stable")
         self.title_vectors = title_vectors
         if title_vectors is not None and len(title_vectors) != item_playlists.shape[1]:
@@ -90,18 +154,37 @@ class Retriever:
                 f"of item_playlists ({item_playlists.shape[1]})"
             )
         self.title_neighbours, self.title_power = title_neighbours, title_power
-        # playlist -> tracks rows for the title-kNN votes; only that source reads them
-        self._playlist_items = item_playlists.T.tocsr() if title_vectors is not None else None
+        self._playlist_items = item_playlists.T.tocsr()  # playlist -> tracks rows (both kNNs)
+
+    #: intra-op threads of the dense product (None: two where there are two cores)
+    dense_threads: int | None = None
+
+    @property
+    def behavior(self) -> np.ndarray:
+        return self._behavior
+
+    @behavior.setter
+    def behavior(self, value: np.ndarray) -> None:
+        self._behavior = np.ascontiguousarray(value, dtype=np.float32)
+        self._dense: DenseScorer | None = None  # built on first use
 
     @property
     def n_items(self) -> int:
         return len(self.behavior)
 
+    def dense_scores(self, queries: np.ndarray) -> np.ndarray:
+        """``(q, n_items)`` behavior-space scores of ``queries`` ``(q, f)``."""
+        if self._dense is None:
+            self._dense = DenseScorer(self.behavior, self.dense_threads)
+        return self._dense(queries)
+
     def knn_scores(self, warm_seeds: np.ndarray) -> np.ndarray:
         """(n_warm,) co-occurrence scores of the warm seeds."""
         n, a = self._knn_norm, self.knn_alpha
-        votes = self.item_playlists[warm_seeds].T @ (n[warm_seeds] ** -(1.0 - a))
-        return np.asarray(self.item_playlists @ votes) * n**-a
+        n_playlists = self.item_playlists.shape[1]
+        votes = row_votes(self.item_playlists, warm_seeds, n[warm_seeds] ** -(1.0 - a), n_playlists)
+        held = np.flatnonzero(votes)  # only the seeds' playlists vote
+        return row_votes(self._playlist_items, held, votes[held], self.n_warm) * self._knn_scale
 
     def title_knn_scores(self, title_text: np.ndarray) -> np.ndarray:
         """(n_warm,) votes of the training playlists with the nearest titles."""
@@ -109,7 +192,7 @@ class Retriever:
         k = min(self.title_neighbours, len(sims))
         near = np.argpartition(-sims, k - 1)[:k]
         weights = np.maximum(sims[near], 0.0) ** self.title_power
-        return np.asarray(self._playlist_items[near].T @ weights).ravel()
+        return row_votes(self._playlist_items, near, weights, self.n_warm)
 
     def retrieve(
         self,
@@ -128,45 +211,47 @@ class Retriever:
             exclude: catalogue indices never returned (the seeds).
             title_text: (text_dim,) MiniLM vector of the title (title-kNN), or None.
         """
-        n, N = self.n_items, min(self.n_candidates, self.n_items)
+        N = min(self.n_candidates, self.n_items)
         queries = [q for q in (seed_query, title_query) if q is not None]
-        dense = self.behavior @ np.stack(queries, axis=1) if queries else np.zeros((n, 0))
-        cols = iter(range(dense.shape[1]))
-        seed_s = dense[:, next(cols)] if seed_query is not None else None
-        title_s = dense[:, next(cols)] if title_query is not None else None
-        knn_s = None
-        if warm_seeds.size:
-            knn_s = np.zeros(n, dtype=np.float32)
-            knn_s[: self.n_warm] = self.knn_scores(warm_seeds)
+        dense = iter(self.dense_scores(np.stack(queries)) if queries else ())
+        seed_s = next(dense) if seed_query is not None else None
+        title_s = next(dense) if title_query is not None else None
+        knn_s = self.knn_scores(warm_seeds) if warm_seeds.size else None
         tknn_s = None
         if title_text is not None and self.title_vectors is not None:
-            tknn_s = np.zeros(n, dtype=np.float32)
-            tknn_s[: self.n_warm] = self.title_knn_scores(title_text)
+            tknn_s = self.title_knn_scores(title_text)
         sources = (seed_s, title_s, knn_s, tknn_s)
-        fused = np.zeros(n, dtype=np.float64)
-        for scores in sources:
+        keep = np.ones(self.n_items, dtype=bool)
+        keep[exclude] = False
+        tops = []
+        for j, scores in enumerate(sources):
             if scores is None:
                 continue
-            s = scores.astype(np.float64, copy=True)
-            s[exclude] = -np.inf
-            top = np.argpartition(-s, N - 1)[:N]
-            top = top[np.argsort(-s[top], kind="stable")]
-            fused[top] += 1.0 / (RRF_K + 1.0 + np.arange(len(top)))
-        fused[exclude] = -1.0
-        if not (fused > 0).any():  # nothing to go on: popularity
-            head = self._pop_order[: N + len(exclude)]
-            candidates = head[~np.isin(head, exclude)][:N]
-        else:
-            fused += 1e-9 * self.log_pop  # ties and the tail: popularity
-            candidates = np.argpartition(-fused, N - 1)[:N]
-            candidates = candidates[np.argsort(-fused[candidates], kind="stable")]
-            candidates = candidates[fused[candidates] >= 0]
+            if j < 2:  # dense: every track but the excluded
+                scores[exclude] = -np.inf
+                tops.append(top_n(scores, N))
+            else:  # kNN: the tracks it votes for
+                tops.append(top_n(scores, N, np.flatnonzero((scores > 0) & keep[: len(scores)])))
+        lists = tops or [np.zeros(0, np.int64)]  # reciprocal rank fusion over their union
+        union, inverse = np.unique(np.concatenate(lists), return_inverse=True)
+        ranks = np.concatenate([1.0 / (RRF_K + 1.0 + np.arange(len(t))) for t in lists])
+        rrf = np.bincount(inverse, weights=ranks, minlength=len(union))
+        order = np.argsort(-(rrf + 1e-9 * self.log_pop[union]), kind="stable")  # ties: popularity
+        candidates = union[order[:N]]
+        if len(candidates) < N:  # the rest (or, with nothing to go on, all): popularity
+            head = self._pop_order[: N + len(exclude) + len(candidates)]
+            head = head[keep[head] & ~np.isin(head, candidates)]
+            candidates = np.concatenate([candidates, head[: N - len(candidates)]])
+        cand_rrf = np.zeros(len(candidates))
+        cand_rrf[: min(N, len(union))] = rrf[order[:N]]
         feats = np.zeros((len(candidates), len(FEATURES)), dtype=np.float32)
         for j, scores in enumerate(sources):
             if scores is not None:
-                vals = scores[candidates]
+                vals = np.zeros(len(candidates), np.float32)
+                inside = candidates < len(scores)
+                vals[inside] = scores[candidates[inside]]
                 feats[:, j] = vals / max(float(np.abs(vals).max()), 1e-6)
         feats[:, N_SOURCES] = self.log_pop[candidates] / max(float(self.log_pop.max()), 1e-6)
         feats[:, N_SOURCES + 1] = self.is_cold[candidates]
-        feats[:, N_SOURCES + 2] = fused[candidates] * (RRF_K + 1.0) / N_SOURCES
+        feats[:, N_SOURCES + 2] = cand_rrf * (RRF_K + 1.0) / N_SOURCES
         return Retrieved(candidates.astype(np.int64), feats)

@@ -155,6 +155,7 @@ class ServingEngine:
         self.uris = stage.catalog.uris
         self.index = stage.catalog.index
         self.names = TrackNames.load(self.model_dir, self.uris)
+        self._uri_list = self.uris.astype(object)  # Python str per track, built once
         tiebreak = model._tiebreak
         self.pop_order = np.argsort(-tiebreak, kind="stable")
         self.text_backend = self.ranker_backend = None
@@ -186,50 +187,67 @@ class ServingEngine:
     def _init_ranker(self, backend: str) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError(f"ranker_backend={backend!r}: expected auto, onnx or torch")
-        self._session = None
+        self._session = self._serving = None
         manifest = self.model_dir / ONNX_MANIFEST
         if backend == "onnx" or (backend == "auto" and manifest.is_file()):
             if not manifest.is_file():
                 raise FileNotFoundError(f"ranker_backend=onnx but {manifest} does not exist")
-            from llarapp.export import load_ranker_session
+            from llarapp.export import load_ranker_session, load_serving_session
 
-            self._session, onnx_manifest = load_ranker_session(self.model_dir)
-            self._onnx_inputs = {i.name for i in self._session.get_inputs()}
+            self._serving = load_serving_session(self.model_dir)
+            if self._serving is None:  # an export without the serving graph: the full one
+                self._session, _ = load_ranker_session(self.model_dir)
+                self._onnx_inputs = {i.name for i in self._session.get_inputs()}
             self.ranker_backend = "onnx"
-            log.info("ranker: ONNX (%s)", onnx_manifest.get("ranker", {}).get("file", "?"))
+            log.info("ranker: ONNX (%s graph)", "serving" if self._serving else "full")
         # gathered per request; contiguous float32 for fast fancy indexing
         self._text = np.ascontiguousarray(self.stage.catalog.text, dtype=np.float32)
         self._behavior = np.ascontiguousarray(self.stage.behavior, dtype=np.float32)
-        if self._session is None:
-            _ = self.model.catalog_vectors  # computed once here, not on the first request
+        if self._session is None:  # the catalogue's candidate vectors, once, here
+            self._cand_vectors = self.model.catalog_vectors.numpy()
+        if self.ranker_backend is None:
             self.ranker_backend = "torch"
-            log.info("ranker: PyTorch, catalogue candidate vectors precomputed")
+        log.info("ranker: %s", self.ranker_backend)
 
     def ranker_inputs(
-        self, title_vec: np.ndarray | None, seed_idx: np.ndarray, cands: np.ndarray, feats
+        self,
+        title_vec: np.ndarray | None,
+        seed_idx: np.ndarray,
+        cands: np.ndarray,
+        feats,
+        full: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Batch-of-one ranker inputs, as ``RankerBatcher.batch`` builds them (no labels)."""
+        """Batch-of-one ranker inputs, as ``RankerBatcher.batch`` builds them (no labels): the
+        ranker ``forward``'s with ``full`` or the full ONNX graph, else the serving graph's
+        (precomputed ``cand_vectors`` in place of the candidate tokens)."""
         use = np.float32(1.0 if self.hybrid else 0.0)
         S, N = len(seed_idx), len(cands)
         title = np.zeros((1, self.text_dim), np.float32)
         if title_vec is not None:
             title[0] = title_vec
-        return {
+        inputs = {
             "title_vec": title,
             "title_mask": np.array([0.0 if title_vec is None else 1.0], np.float32),
             "seed_text": self._text[seed_idx][None],
             "seed_behavior": self._behavior[seed_idx][None],
             "seed_use_behavior": np.full((1, S), use, np.float32),
             "seed_mask": np.ones((1, S), np.float32),
-            "cand_text": self._text[cands][None],
-            "cand_behavior": self._behavior[cands][None],
-            "cand_use_behavior": np.full((1, N), use, np.float32),
             "cand_features": np.ascontiguousarray(feats, dtype=np.float32)[None],
             "cand_mask": np.ones((1, N), np.float32),
         }
+        if full or self._session is not None:
+            inputs["cand_text"] = self._text[cands][None]
+            inputs["cand_behavior"] = self._behavior[cands][None]
+            inputs["cand_use_behavior"] = np.full((1, N), use, np.float32)
+        else:
+            inputs["cand_vectors"] = self._cand_vectors[cands][None]
+        return inputs
 
     def score(self, title_vec, seed_idx, cands, feats) -> np.ndarray:
         """(N,) ranker scores of one case."""
+        if self._serving is not None:
+            inputs = self.ranker_inputs(title_vec, seed_idx, cands, feats)
+            return np.asarray(self._serving.run(None, inputs)[0][0], dtype=np.float32)
         if self._session is not None:
             inputs = self.ranker_inputs(title_vec, seed_idx, cands, feats)
             feeds = {k: v for k, v in inputs.items() if k in self._onnx_inputs}
@@ -267,7 +285,6 @@ class ServingEngine:
 
     def retrieve(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Vectors -> top-N candidates with retriever features (step 2)."""
-        from llarapp.training.llara import make_rank_case
         from llarapp.training.stage import Query
 
         title_vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
@@ -281,17 +298,12 @@ class ServingEngine:
                     f"payload.{name}: vectors of size {vec.shape[-1]}; expected {self.text_dim}",
                     400,
                 )
-        rc = make_rank_case(
-            self.stage,
-            Query(title_vec, seed_idx, seed_text),
-            np.zeros(0, np.int64),
-            self.max_seeds,
-        )
+        retrieved, _, _ = self.stage.retrieve(Query(title_vec, seed_idx, seed_text))
         return {
             **payload,
-            "candidates": rc.candidates,
-            "features": rc.features,
-            "rank_seed_idx": rc.seed_idx,
+            "candidates": retrieved.candidates,
+            "features": retrieved.features,
+            "rank_seed_idx": seed_idx[-self.max_seeds :],  # as make_rank_case keeps them
         }
 
     def rank(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -332,15 +344,15 @@ class ServingEngine:
             fill_scores = floor - 1.0 - np.arange(len(head), dtype=np.float32) * 1e-3
             ranked = np.concatenate([ranked, head])
             ranked_scores = np.concatenate([ranked_scores, fill_scores.astype(np.float32)])
-        names, artists = self.names.track_name, self.names.artist_name
         tracks = [
-            {
-                "track_uri": str(self.uris[i]),
-                "track_name": names[i],
-                "artist_name": artists[i],
-                "score": round(float(s), 6),
-            }
-            for i, s in zip(ranked.tolist(), ranked_scores.tolist(), strict=True)
+            {"track_uri": u, "track_name": n, "artist_name": a, "score": s}
+            for u, n, a, s in zip(
+                self._uri_list[ranked].tolist(),
+                self.names.track_name[ranked].tolist(),
+                self.names.artist_name[ranked].tolist(),
+                np.round(ranked_scores.astype(np.float64), 6).tolist(),
+                strict=True,
+            )
         ]
         return {"recommended_tracks": tracks, "model_version": self.model_version}
 
