@@ -65,6 +65,7 @@ def test_benchmark_json_has_every_variant(exported):
             assert isinstance(row[key], float), key
     assert result["chosen"] == manifest["chosen"] in ONNX_VARIANTS
     assert set(result["encoder"]) == {"encoder_fp32", "encoder_qint8"}
+    assert result["serving"]["file"] == "ranker.serving.onnx" and result["serving"]["p50_ms"] > 0
     assert set(result["profile"]) == set(ONNX_VARIANTS)  # where each variant spends its time
     for prof in result["profile"].values():
         assert prof["kernel_ms"] > 0 and any("MatMul" in op for op in prof["ops"])

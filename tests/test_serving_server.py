@@ -358,3 +358,25 @@ def test_workers_share_the_port_and_stop_together(served, tmp_path):
             os.kill(pid, 0)
     rows = read_feedback(db)
     assert len(rows) == 20 and all(r["title"] == case.title for r in rows)
+
+
+def test_serving_benchmark_json(served, tiny, tmp_path):
+    """`llarapp benchmark serving` on the tiny model: the JSON the issue names, no errors."""
+    from llarapp.benchmark.serving import format_table, run_serving_benchmark
+
+    model_dir, _, _ = served
+    data_dir = tiny[0]
+    out = tmp_path / "serving.json"
+    result = run_serving_benchmark(
+        model_dir, str(data_dir.parent / "mpd"), out, requests=20, warmup=5, seeds=2, k=50
+    )
+    on_disk = json.loads(out.read_text())
+    assert on_disk == result
+    for level in ("c1", "c8"):
+        row = result[level]
+        assert set(row) >= {"p50_ms", "p95_ms", "p99_ms", "rps", "errors"}
+        assert row["errors"] == 0 and row["requests"] == 20 and row["rps"] > 0
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+    assert result["floor_ms"] > 0 and result["catalog_size"] == len(served[1].uris)
+    assert (result["workers"], result["ranker"]) == (2, "torch")  # served: no ONNX export
+    assert "| 8 |" in format_table(result)

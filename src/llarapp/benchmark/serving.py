@@ -15,8 +15,9 @@
 
 Files out: ``--out`` JSON ``{"c1": {"p50_ms", "p95_ms", "p99_ms", "rps", "errors",
 "requests"}, "c8": {...}, "floor_ms", "catalog_size", "p50_over_floor", "k", "seeds",
-"workers", "distinct_titles", "model"}``. Titles repeat across requests (and across the c1 / c8
-passes), as they do in the MPD; the encoder caches title vectors, so repeated titles skip MiniLM.
+"workers", "ranker" (onnx | torch), "distinct_titles", "model"}``. Titles repeat across
+requests (and across the c1 / c8 passes), as they do in the MPD; the encoder caches title
+vectors, so repeated titles skip MiniLM.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def run_serving_benchmark(
     from llarapp.serving.client import replay, start_server, stop_server, wait_ready
 
     model_dir = Path(model_dir)
+    ranker = "onnx" if (model_dir / "onnx" / "manifest.json").is_file() else "torch"
+    if ranker == "torch":
+        log.warning(
+            "%s has no ONNX export: the ranker serves from PyTorch (slower); run "
+            "`llarapp benchmark export --model %s ...` first to time what a deployment serves",
+            model_dir,
+            model_dir,
+        )
     with tempfile.TemporaryDirectory(prefix="llarapp-bench-serving-") as tmp:
         work = Path(work_dir or tmp)
         ingest(mpd, work / "data", max_playlists=max_playlists)
@@ -125,6 +134,7 @@ def run_serving_benchmark(
             "k": k,
             "seeds": seeds,
             "workers": workers,
+            "ranker": ranker,
             "distinct_titles": len({bodies[i]["name"] for i in picks[warmup:]}),
             "model": str(model_dir),
         }
@@ -148,6 +158,6 @@ def format_table(result: dict) -> str:
     rows.append(
         f"\nnumpy floor (scoring {result['catalog_size']} tracks + top-{result['k']}): "
         f"{result['floor_ms']:.3f} ms; our c1 p50 = {result['p50_over_floor']}x the floor; "
-        f"{result.get('workers', 1)} server process(es)"
+        f"{result.get('workers', 1)} server process(es), ranker {result.get('ranker', '?')}"
     )
     return "\n".join(rows)
