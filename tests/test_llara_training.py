@@ -43,6 +43,21 @@ def test_projector_learns_a_linear_map_better_than_the_mean():
     assert report["held_out_fit"]["r2"] > report["mean_vector_fit"]["r2"] + 0.2
 
 
+def test_train_config_from_a_partial_dict_keeps_the_tuned_defaults():
+    """The pipeline passes ``{}`` or a few fields: nested defaults must be LlaraTrainConfig's
+    (the tuned ALS), not ALSConfig's own (a pipeline-trained model once lost 6% NDCG so)."""
+    from dataclasses import replace
+
+    default = LlaraTrainConfig()
+    assert LlaraTrainConfig.from_dict({}) == default
+    c = LlaraTrainConfig.from_dict(
+        {"als": {"factors": 16}, "projector": {"epochs": 3}, "epochs": 2}
+    )
+    assert c.als == replace(default.als, factors=16)
+    assert c.projector == replace(default.projector, epochs=3) and c.epochs == 2
+    assert LlaraTrainConfig.from_dict(c.to_dict()) == c
+
+
 def test_retriever_fuses_sources_excludes_seeds_and_falls_back_to_popularity():
     rng = np.random.default_rng(1)
     behavior = rng.normal(size=(50, 4)).astype(np.float32)

@@ -94,9 +94,13 @@ class LlaraTrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LlaraTrainConfig:
-        data = dict(data)
-        data["als"] = ALSConfig(**data.get("als", {}))
-        data["projector"] = ProjectorConfig(**data.get("projector", {}))
+        """Fields of ``data`` over this class's defaults, nested ones too: a partial ``als``
+        keeps the tuned ALS defaults above, not ``ALSConfig``'s own."""
+        data, base = dict(data), cls()
+        data["als"] = ALSConfig(**{**dataclasses.asdict(base.als), **data.get("als", {})})
+        data["projector"] = ProjectorConfig(
+            **{**dataclasses.asdict(base.projector), **data.get("projector", {})}
+        )
         return cls(**data)
 
 
