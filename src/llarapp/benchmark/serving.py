@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR
+
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +98,7 @@ def run_serving_benchmark(
     from llarapp.serving.client import replay, start_server, stop_server, wait_ready
 
     model_dir = Path(model_dir)
-    ranker = "onnx" if (model_dir / "onnx" / "manifest.json").is_file() else "torch"
+    ranker = "onnx" if (model_dir / ONNX_DIR / MANIFEST_FILE).is_file() else "torch"
     if ranker == "torch":
         log.warning(
             "%s has no ONNX export: the ranker serves from PyTorch (slower); run "

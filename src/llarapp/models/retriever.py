@@ -221,17 +221,13 @@ class Retriever:
         if title_text is not None and self.title_vectors is not None:
             tknn_s = self.title_knn_scores(title_text)
         sources = (seed_s, title_s, knn_s, tknn_s)
-        keep = np.ones(self.n_items, dtype=bool)
-        keep[exclude] = False
         tops = []
         for j, scores in enumerate(sources):
             if scores is None:
                 continue
-            if j < 2:  # dense: every track but the excluded
-                scores[exclude] = -np.inf
-                tops.append(top_n(scores, N))
-            else:  # kNN: the tracks it votes for
-                tops.append(top_n(scores, N, np.flatnonzero((scores > 0) & keep[: len(scores)])))
+            # the excluded never make a list: dense scores -inf, kNN votes 0 (no vote)
+            scores[exclude[exclude < len(scores)]] = -np.inf if j < 2 else 0.0
+            tops.append(top_n(scores, N) if j < 2 else top_n(scores, N, np.flatnonzero(scores > 0)))
         lists = tops or [np.zeros(0, np.int64)]  # reciprocal rank fusion over their union
         union, inverse = np.unique(np.concatenate(lists), return_inverse=True)
         ranks = np.concatenate([1.0 / (RRF_K + 1.0 + np.arange(len(t))) for t in lists])
@@ -240,7 +236,7 @@ class Retriever:
         candidates = union[order[:N]]
         if len(candidates) < N:  # the rest (or, with nothing to go on, all): popularity
             head = self._pop_order[: N + len(exclude) + len(candidates)]
-            head = head[keep[head] & ~np.isin(head, candidates)]
+            head = head[~np.isin(head, exclude) & ~np.isin(head, candidates)]
             candidates = np.concatenate([candidates, head[: N - len(candidates)]])
         cand_rrf = np.zeros(len(candidates))
         cand_rrf[: min(N, len(union))] = rrf[order[:N]]
