@@ -104,6 +104,73 @@ def test_retriever_title_knn_source_votes_the_tracks_of_similar_titles():
         )
 
 
+def test_retriever_artist_source_brings_the_seed_artists_warm_tracks():
+    rng = np.random.default_rng(5)
+    playlists = sp.random(30, 40, density=0.1, format="csr", random_state=6)
+    playlists.data[:] = 1
+    popularity = np.concatenate([np.asarray(playlists.sum(0)).ravel(), np.zeros(10)])
+    behavior = rng.normal(size=(50, 4)).astype(np.float32)
+    codes = np.full(50, -1)
+    codes[[2, 5, 9, 45]] = 0  # artist 0: tracks 2, 5, 9 (warm) and 45 (cold: no vote)
+    codes[[3, 7]] = 1
+    r = Retriever(
+        behavior,
+        popularity == 0,
+        popularity,
+        playlists.T.tocsr(),
+        n_candidates=8,
+        artist_codes=codes,
+    )
+    seeds = np.array([2, 3, 20])  # one by artist 0, one by artist 1, one unknown
+    got = r.retrieve(None, None, np.zeros(0, np.int64), seeds, seeds=seeds)
+    column = got.features[:, FEATURES.index("artist_score")]
+    share = dict(zip(got.candidates.tolist(), column, strict=True))
+    assert {5, 9, 7} <= set(share) and not set(seeds.tolist()) & set(share)
+    assert share[5] == pytest.approx(1 / 3) and share[7] == pytest.approx(1 / 3)
+    assert sum(v > 0 for v in share.values()) == 3  # no other track gets artist credit
+    with pytest.raises(ValueError, match="one per track"):
+        Retriever(
+            behavior, popularity == 0, popularity, playlists.T.tocsr(), artist_codes=codes[:9]
+        )
+
+
+def test_artist_codes_fold_case_and_leave_missing_artists_unknown():
+    from llarapp.training.stage import artist_codes
+
+    codes = artist_codes(np.array(["Queen", "queen ", "", None, "ABBA"], dtype=object))
+    assert codes[0] == codes[1] and codes[2] == codes[3] == -1 and codes[4] not in (-1, codes[0])
+
+
+def test_case_ndcg_matches_the_metric_for_any_blend():
+    from llarapp.evaluation.metrics import ndcg
+    from llarapp.training.llara import CaseNDCG, RankCase
+    from llarapp.training.stage import Query
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (30, 30, 12):
+        cands = rng.choice(1000, n, replace=False)
+        hidden = np.concatenate([rng.choice(cands, 3, replace=False), [2000, 2001]])
+        feats = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+        q = Query(None, np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+        cases.append(
+            RankCase(None, q.seed_idx, cands, feats, hidden, np.zeros((2, 4)), np.ones(2), q)
+        )
+    for _ in range(3):
+        w = rng.normal(size=len(FEATURES)).astype(np.float32)
+        want = np.mean(
+            [
+                ndcg(
+                    rc.candidates[np.argsort(-(rc.features @ w), kind="stable")].tolist(),
+                    rc.hidden.tolist(),
+                    k=10,
+                )
+                for rc in cases
+            ]
+        )
+        assert CaseNDCG(cases, k=10)(w) == pytest.approx(want, abs=1e-6)
+
+
 @pytest.mark.integration
 def test_training_saves_a_model_that_loads_with_identical_scores(tiny):
     data, split_dir, model_dir, model = tiny
@@ -153,6 +220,38 @@ def test_training_is_deterministic_under_a_seed(tiny, tmp_path):
     )
     case = load_cases(data, split_dir, "test")[0].case
     assert again.recommend(case, 30) == model.recommend(case, 30)
+
+
+@pytest.mark.integration
+def test_text_only_ablation_uses_no_behavior_vector_and_reloads_as_trained(tiny, tmp_path):
+    import dataclasses
+
+    data, split_dir, _, full = tiny
+    config = dataclasses.replace(TINY, curriculum="text-only")
+    model = train_llara(
+        data, split_dir, tmp_path / "text", config, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"
+    )
+    stage = model.stage
+    assert not stage.fold_in and full.stage.fold_in and not model.hybrid
+    np.testing.assert_allclose(stage.behavior, stage.track_projector.project(stage.catalog.text))
+    loaded = Recommender.load(tmp_path / "text")
+    assert not loaded.stage.fold_in
+    for ec in load_cases(data, split_dir, "test")[:5]:
+        assert loaded.recommend(ec.case, 50) == model.recommend(ec.case, 50)
+
+
+@pytest.mark.integration
+def test_a_model_with_other_retrieval_features_is_refused_with_the_way_out(tiny, tmp_path):
+    import json
+    import shutil
+
+    *_, model_dir, _ = tiny
+    old = shutil.copytree(model_dir, tmp_path / "old")
+    config_file = old / "ranker" / "config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "n_features": len(FEATURES) - 1}))
+    with pytest.raises(ValueError, match="Train a new model"):
+        Recommender.load(old)
 
 
 @pytest.mark.integration

@@ -5,7 +5,8 @@ Folder layout (``save`` / ``Recommender.load``)::
     model.json            name, training config
     arrays.npz            track_uris (catalogue, warm first), popularity, text (float16),
                           behavior (float32), n_warm, item_playlists_* (CSR),
-                          title_vectors (float16, training playlists' titles: title-kNN)
+                          title_vectors (float16, training playlists' titles: title-kNN),
+                          artist_codes (int32, each track's artist, -1 unknown: artist source)
     als/                  the ALS model over the warm tracks (fold-in)
     track_projector.safetensors, title_projector.safetensors
     ranker/               LlaraForCandidateScoring.save_pretrained
@@ -33,9 +34,9 @@ from llarapp.models.base import (
     top_k,
 )
 from llarapp.models.baselines import ALS
-from llarapp.models.llara import LlaraForCandidateScoring
+from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.projector import Projector
-from llarapp.models.retriever import Retriever
+from llarapp.models.retriever import FEATURES, Retriever
 
 
 class LlaraPP(Recommender):
@@ -195,6 +196,11 @@ class LlaraPP(Recommender):
             behavior=st.behavior,
             n_warm=np.array(st.n_warm),
             title_vectors=st.retriever.title_vectors.astype(np.float16),
+            **(
+                {}
+                if st.retriever.artist_codes is None
+                else {"artist_codes": st.retriever.artist_codes.astype(np.int32)}
+            ),
             **csr_arrays("item_playlists", st.retriever.item_playlists),
         )
         st.als.save(path / "als")
@@ -209,6 +215,14 @@ class LlaraPP(Recommender):
     def _load(cls, path: Path, meta: dict[str, Any]) -> LlaraPP:
         from llarapp.training.stage import Catalog, Stage
 
+        n_features = LlaraConfig.from_pretrained(path / "ranker").n_features
+        if n_features != len(FEATURES):
+            raise ValueError(
+                f"{path}: its ranker reads {n_features} retrieval features; this "
+                f"version computes {len(FEATURES)} ({', '.join(FEATURES)}). Train a new model "
+                "with this version (`llarapp train` or the training pipeline); LoRA retraining "
+                "cannot start from this one"
+            )
         config = meta.get("config", {})
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -235,6 +249,7 @@ class LlaraPP(Recommender):
             float(config.get("knn_alpha", 0.2)),
             int(config.get("n_candidates", 800)),
             title_vectors=arrays["title_vectors"].astype(np.float32),
+            artist_codes=arrays.get("artist_codes"),
         )
         stage = Stage(
             catalog=Catalog(arrays["track_uris"].astype(str), text),
@@ -246,6 +261,7 @@ class LlaraPP(Recommender):
             title_projector=projectors[1],
             retriever=retriever,
             report=meta.get("stage_report", {}),
+            fold_in=config.get("curriculum") != "text-only",
         )
         model = cls(config)
         model._attach(stage, LlaraForCandidateScoring.from_pretrained(path / "ranker"))

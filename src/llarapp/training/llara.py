@@ -73,7 +73,8 @@ class LlaraTrainConfig:
     feature_lr: float = 1e-2  # the feature head: the retrieval features' learned combination
     weight_decay: float = 0.05
     patience: int = 3  # epochs without validation NDCG gain before stopping
-    curriculum: str = "linear"  # linear: P(hybrid) 0 -> 1; none: always hybrid; text-only
+    curriculum: str = "linear"  # linear: P(hybrid) 0 -> 1; none: always hybrid; text-only: no
+    # behavior vectors at all, in tokens or retrieval (Stage.without_behavior)
     max_valid_cases: int = 400
     lora_r: int = 8  # fine-tuning a previous model (base_model): LoRA rank, 0 = every weight
     seed: int = 0
@@ -115,6 +116,7 @@ class RankCase:
     hidden: np.ndarray  # catalogue indices of hidden tracks
     queries: np.ndarray  # (2, f) seed / title query (zeros when absent)
     scales: np.ndarray  # (2,) feature scale of the seed / title scores (random negatives)
+    query: Query  # what was retrieved for (the text-only ablation retrieves it again)
 
 
 def p_hybrid(curriculum: str, step: int, total: int) -> float:
@@ -144,6 +146,7 @@ def make_rank_case(stage: Stage, q: Query, hidden: np.ndarray, max_seeds: int) -
         hidden=hidden,
         queries=queries,
         scales=scales,
+        query=q,
     )
 
 
@@ -246,17 +249,30 @@ class RankerBatcher:
 WEIGHT_GRID = (0.0, 0.03, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5)
 
 
-def _case_ndcg(cases: list[RankCase], scores: list[np.ndarray], k: int = 500) -> float:
-    """Mean NDCG@k of ranking each case's candidates by ``scores`` (the metric's definition;
-    hidden tracks outside the candidates count in the ideal DCG)."""
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    values = []
-    for rc, s in zip(cases, scores, strict=True):
-        top = rc.candidates[np.argsort(-s, kind="stable")[:k]]
-        n_rel = len(np.unique(rc.hidden))
-        dcg = discount[: len(top)][np.isin(top, rc.hidden)].sum()
-        values.append(dcg / discount[: min(n_rel, k)].sum())
-    return float(np.mean(values))
+class CaseNDCG:
+    """Mean NDCG@k of ranking each case's candidates by a linear blend of their features (the
+    metric's definition: hidden tracks outside the candidates count in the ideal DCG), over
+    padded arrays so one blend costs one matrix product and one sort."""
+
+    def __init__(self, cases: list[RankCase], k: int = 500) -> None:
+        n = max(len(rc.candidates) for rc in cases)
+        self.features = np.zeros((len(cases), n, len(FEATURES)), np.float32)
+        self.labels = np.zeros((len(cases), n), bool)
+        self.valid = np.zeros((len(cases), n), bool)
+        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        self.ideal = np.empty(len(cases))
+        for i, rc in enumerate(cases):
+            m = len(rc.candidates)
+            self.features[i, :m], self.valid[i, :m] = rc.features, True
+            self.labels[i, :m] = np.isin(rc.candidates, rc.hidden)
+            self.ideal[i] = discount[: min(len(np.unique(rc.hidden)), k)].sum()
+        self.k, self.discount = min(k, n), discount[: min(k, n)]
+
+    def __call__(self, weights: np.ndarray) -> float:
+        scores = np.where(self.valid, self.features @ weights.astype(np.float32), -np.inf)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.k]
+        hits = np.take_along_axis(self.labels, top, axis=1)
+        return float(np.mean((hits * self.discount).sum(axis=1) / self.ideal))
 
 
 def tune_feature_weights(cases: list[RankCase], passes: int = 2) -> tuple[np.ndarray, list[dict]]:
@@ -273,9 +289,10 @@ def tune_feature_weights(cases: list[RankCase], passes: int = 2) -> tuple[np.nda
     if not cases:
         raise ValueError("tune_feature_weights: no case with a hidden track")
     trials: list[dict] = []
+    case_ndcg = CaseNDCG(cases)
 
     def value(w: np.ndarray) -> float:
-        v = _case_ndcg(cases, [rc.features @ w for rc in cases])
+        v = case_ndcg(w)
         trials.append({"weights": [round(float(x), 3) for x in w], "ndcg": v})
         return v
 
@@ -373,6 +390,24 @@ class Prepared:
     valid_cases: list[RankCase]
     feature_weights: np.ndarray  # the feature head's start (tune_feature_weights on train_cases)
     seconds: dict[str, float]
+
+    def without_behavior(self, max_seeds: int) -> Prepared:
+        """The same cases retrieved again by both stages without behavior vectors
+        (:meth:`Stage.without_behavior`): what the ``text-only`` curriculum trains on."""
+        if not self.stage.fold_in:
+            return self
+        t = time.perf_counter()
+        stage_a, stage = self.stage_a.without_behavior(), self.stage.without_behavior()
+
+        def again(st: Stage, cases: list[RankCase]) -> list[RankCase]:
+            return [make_rank_case(st, rc.query, rc.hidden, max_seeds) for rc in cases]
+
+        train_cases = again(stage_a, self.train_cases)
+        weights, _ = tune_feature_weights(train_cases)
+        seconds = {**self.seconds, "without_behavior": time.perf_counter() - t}
+        return Prepared(
+            stage_a, stage, train_cases, again(stage, self.valid_cases), weights, seconds
+        )
 
 
 def prepare_llara(
@@ -487,6 +522,8 @@ def train_llara(
     encoder = encoder or TextEncoder(default_cache_dir())
     previous = _load_previous(base_model) if base_model is not None else None
     prepared = prepared or prepare_llara(data_dir, split_dir, config, encoder)
+    if config.curriculum == "text-only":
+        prepared = prepared.without_behavior(config.max_seeds)
     init = _previous_ranker(previous, prepared.stage) if previous is not None else None
     t = time.perf_counter()
     model, history = train_ranker(

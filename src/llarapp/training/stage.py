@@ -8,6 +8,7 @@ computed from the very playlist it is asked about), and one fitted on all traini
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -58,12 +59,33 @@ class Stage:
     title_projector: Projector
     retriever: Retriever
     report: dict
+    fold_in: bool = True  # warm seeds query by ALS fold-in; False: mean of the seeds' vectors
+
+    def without_behavior(self) -> Stage:
+        """This stage as if no track had a behavior vector (the ``llara++/text-only``
+        ablation): every track's vector is its projected text, as a cold track's is, and the
+        seeds query by the mean of theirs. Co-occurrence, title and artist sources stay."""
+        behavior = self.track_projector.project(self.catalog.text)
+        r = self.retriever
+        retriever = Retriever(
+            behavior,
+            r.is_cold,
+            r.popularity,
+            r.item_playlists,
+            r.knn_alpha,
+            r.n_candidates,
+            r.title_vectors,
+            r.title_neighbours,
+            r.title_power,
+            r.artist_codes,
+        )
+        return dataclasses.replace(self, behavior=behavior, retriever=retriever, fold_in=False)
 
     def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
         """(seed query, title query, warm seed indices) in behavior space."""
         warm = q.seed_idx[q.seed_idx < self.n_warm]
         seed_q = None
-        if warm.size:
+        if warm.size and self.fold_in:
             seed_q = self.als.user_vector(warm)
         else:
             vecs = [self.behavior[q.seed_idx]]
@@ -79,7 +101,9 @@ class Stage:
 
     def retrieve(self, q: Query) -> tuple[Retrieved, np.ndarray | None, np.ndarray | None]:
         seed_q, title_q, warm = self.queries(q)
-        retrieved = self.retriever.retrieve(seed_q, title_q, warm, q.seed_idx, q.title_vec)
+        retrieved = self.retriever.retrieve(
+            seed_q, title_q, warm, q.seed_idx, q.title_vec, seeds=q.seed_idx
+        )
         return retrieved, seed_q, title_q
 
 
@@ -134,9 +158,10 @@ def build_stage(
     )
     title_proj, title_report = fit_projector(title_vecs, als.user_factors, None, projector_config)
     cold = track_proj.project(ordered.text[n_warm:])
-    n_by_artist = 0
+    n_by_artist, codes = 0, None
     if artists is not None:
-        cold, n_by_artist = artist_vectors(artists, factors, cold)
+        codes = artist_codes(artists)
+        cold, n_by_artist = artist_vectors(codes, factors, cold)
     behavior = np.concatenate([factors, cold])
     retriever = Retriever(
         behavior,
@@ -146,6 +171,7 @@ def build_stage(
         knn_alpha,
         n_candidates,
         title_vectors=np.asarray(title_vecs, dtype=np.float16).astype(np.float32),
+        artist_codes=codes,
     )
     report = {
         "warm_tracks": n_warm,
@@ -160,8 +186,15 @@ def build_stage(
     )
 
 
+def artist_codes(artists: np.ndarray) -> np.ndarray:
+    """(n,) int32 artist of each track, names compared case-folded; -1 where none is known."""
+    names = pd.Series(artists, dtype=object).fillna("").astype(str).str.strip().str.casefold()
+    codes, _ = pd.factorize(names.where(names != ""))
+    return codes.astype(np.int32)
+
+
 def artist_vectors(
-    artists: np.ndarray, warm_factors: np.ndarray, cold: np.ndarray
+    codes: np.ndarray, warm_factors: np.ndarray, cold: np.ndarray
 ) -> tuple[np.ndarray, int]:
     """Cold tracks by an artist with warm tracks get the mean of those tracks' ALS vectors.
 
@@ -170,20 +203,21 @@ def artist_vectors(
     in the training report), so the projection is kept only for artists never played.
 
     Args:
-        artists: (n_warm + n_cold,) artist names, warm tracks first.
+        codes: (n_warm + n_cold,) :func:`artist_codes`, warm tracks first.
         warm_factors: (n_warm, f) ALS item vectors.
         cold: (n_cold, f) projected vectors of the cold tracks.
 
     Returns:
         The cold tracks' vectors and how many came from their artist.
     """
-    n_warm = len(warm_factors)
-    codes, names = pd.factorize(pd.Series(artists).str.casefold())
-    sums = np.zeros((len(names), warm_factors.shape[1]), dtype=np.float64)
-    np.add.at(sums, codes[:n_warm], warm_factors)
-    counts = np.bincount(codes[:n_warm], minlength=len(names))
+    n_warm, n_artists = len(warm_factors), int(codes.max(initial=-1)) + 1
+    warm = np.flatnonzero(codes[:n_warm] >= 0)
+    sums = np.zeros((n_artists, warm_factors.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes[warm], warm_factors[warm])
+    counts = np.bincount(codes[warm], minlength=n_artists)
     cold_codes = codes[n_warm:]
-    known = (cold_codes >= 0) & (counts[cold_codes] > 0)
+    known = cold_codes >= 0
+    known[known] = counts[cold_codes[known]] > 0
     out = cold.copy()
     out[known] = (sums[cold_codes[known]] / counts[cold_codes[known], None]).astype(cold.dtype)
     return out, int(known.sum())
