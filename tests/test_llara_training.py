@@ -122,7 +122,7 @@ def test_retriever_artist_source_brings_the_seed_artists_warm_tracks():
         artist_codes=codes,
     )
     seeds = np.array([2, 3, 20])  # one by artist 0, one by artist 1, one unknown
-    got = r.retrieve(None, None, np.zeros(0, np.int64), seeds, seeds=seeds)
+    got = r.retrieve(None, None, np.zeros(0, np.int64), seeds, seed_artists=codes[seeds])
     column = got.features[:, FEATURES.index("artist_score")]
     share = dict(zip(got.candidates.tolist(), column, strict=True))
     assert {5, 9, 7} <= set(share) and not set(seeds.tolist()) & set(share)
@@ -137,8 +137,9 @@ def test_retriever_artist_source_brings_the_seed_artists_warm_tracks():
 def test_artist_codes_fold_case_and_leave_missing_artists_unknown():
     from llarapp.training.stage import artist_codes
 
-    codes = artist_codes(np.array(["Queen", "queen ", "", None, "ABBA"], dtype=object))
+    codes, names = artist_codes(np.array(["Queen", "queen ", "", None, "ABBA"], dtype=object))
     assert codes[0] == codes[1] and codes[2] == codes[3] == -1 and codes[4] not in (-1, codes[0])
+    assert names[codes[0]] == "queen" and names[codes[4]] == "abba"
 
 
 def test_case_ndcg_matches_the_metric_for_any_blend():
@@ -210,6 +211,10 @@ def test_cold_and_unknown_tracks(tiny):
         for u in model.recommend(Case(title=["rock", "jazz", "chill"][ec]), 200)
     }
     assert all_recs & set(stage.catalog.uris[stage.n_warm :].tolist()), "cold tracks reachable"
+    code = int(stage.retriever.artist_codes[0])  # a new track by a warm track's artist
+    rc = model.rank_case(Case(title=None, seeds=(Track("New Single", stage.artist_names[code]),)))
+    credited = rc.candidates[rc.features[:, FEATURES.index("artist_score")] == 1.0]
+    assert 0 in credited and (stage.retriever.artist_codes[credited] == code).all()
 
 
 @pytest.mark.integration

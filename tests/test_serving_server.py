@@ -110,6 +110,27 @@ def test_engine_name_only_seed_is_matched_and_excluded(served):
     assert seed.track_uri not in {t["track_uri"] for t in out["recommended_tracks"]}
 
 
+def test_engine_unknown_seed_by_a_known_artist_brings_that_artists_tracks(served):
+    from llarapp.models.retriever import FEATURES
+    from llarapp.serving.request import RequestError
+
+    _, engine, case = served
+    artist = case.seeds[0].artist_name
+    body = {"tracks": [{"track_name": "A Song Nobody Has Heard", "artist_name": artist}]}
+    payload = engine.encode(parse_recommend(body))
+    code = engine.stage.artist_code(artist)
+    assert len(payload["seed_idx"]) == 0 and payload["seed_artists"].tolist() == [code] != [-1]
+    got = engine.retrieve(payload)
+    credited = got["candidates"][got["features"][:, FEATURES.index("artist_score")] > 0]
+    by_artist = np.flatnonzero(engine.stage.retriever.artist_codes[: engine.stage.n_warm] == code)
+    assert len(credited) and set(credited.tolist()) <= set(by_artist.tolist())
+    for bad in ([code, code], [10**6]):
+        with pytest.raises(RequestError, match="seed_artists"):
+            engine.retrieve({**payload, "seed_artists": bad})
+    payload.pop("seed_artists")  # a payload from an older encoder: artist unknown, still served
+    assert len(engine.retrieve(payload)["candidates"]) == len(got["candidates"])
+
+
 def test_step_models_predict_directly(served):
     """The kserve models' handlers, awaited directly (v1 JSON and v2 tensors)."""
     sys.path.insert(0, str(KSERVE_DIR))
@@ -134,6 +155,10 @@ def test_step_models_predict_directly(served):
     text = InferInput("text", [1], "BYTES", ["summer"])
     resp = asyncio.run(enc.predict(InferRequest("encoder", [text])))
     assert resp.outputs[0].name == "embedding" and resp.outputs[0].shape == [1, engine.text_dim]
+    names = InferInput("artist_name", [2], "BYTES", [case.seeds[0].artist_name, "Nobody Yet"])
+    resp = asyncio.run(enc.predict(InferRequest("encoder", [names])))
+    codes = resp.outputs[0].as_numpy().tolist()
+    assert codes == [engine.stage.artist_code(case.seeds[0].artist_name), -1] and codes[0] >= 0
 
 
 # ---------------------------------------------------------------------------- server

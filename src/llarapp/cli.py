@@ -445,7 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="MODEL_DIR: everything export and serving need")
     p.add_argument("--work", default=None, help="keep the ingest and split tables here")
     p.add_argument("--epochs", type=_positive, default=10)
-    p.add_argument("--curriculum", choices=("linear", "none", "text-only"), default="linear")
+    p.add_argument(
+        "--curriculum",
+        choices=("linear", "none", "text-only"),
+        default="linear",
+        help="linear: text-only tokens giving way to hybrid ones (default); none: hybrid from "
+        "the start; text-only: no behavior vectors anywhere, an ablation",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-playlists", type=_positive, default=None)
     p.add_argument("--base-model", default=None, help="retrain: fine-tune this MODEL_DIR's ranker")

@@ -2,7 +2,9 @@
 
 v1 / JSON: the person's request ``{"name", "tracks", "k"}`` -> the graph payload (see
 :mod:`llarapp.serving.engine`). v2: ``text`` BYTES [n] -> ``embedding`` FP32 [n, 384];
-``track_uri`` BYTES [m] -> ``catalog_index`` INT64 [m] (-1 where unknown).
+``track_uri`` BYTES [m] -> ``catalog_index`` INT64 [m] (-1 where unknown); ``artist_name``
+BYTES [m] -> ``artist_index`` INT64 [m] (the artist codes the retriever's ``seed_artists`` takes,
+-1 where unknown).
 """
 
 from __future__ import annotations
@@ -30,11 +32,17 @@ class EncoderModel(StepModel):
         out = {}
         text = require(inputs, "text", object, 1, optional=True)
         uris = require(inputs, "track_uri", object, 1, optional=True)
-        if text is None and uris is None:
-            raise PayloadError("v2: give a 'text' and/or a 'track_uri' input (BYTES, 1-D)")
+        artists = require(inputs, "artist_name", object, 1, optional=True)
+        if text is None and uris is None and artists is None:
+            raise PayloadError(
+                "v2: give a 'text', 'track_uri' and/or 'artist_name' input (BYTES, 1-D)"
+            )
         if text is not None:
             out["embedding"] = self.core.texts.encode(_strings(text), self.core.text_dim)
         if uris is not None:
             index = self.core.index
             out["catalog_index"] = np.array([index.get(u, -1) for u in _strings(uris)], np.int64)
+        if artists is not None:
+            code = self.core.stage.artist_code
+            out["artist_index"] = np.array([code(a) for a in _strings(artists)], np.int64)
         return out

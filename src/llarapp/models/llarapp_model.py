@@ -6,7 +6,8 @@ Folder layout (``save`` / ``Recommender.load``)::
     arrays.npz            track_uris (catalogue, warm first), popularity, text (float16),
                           behavior (float32), n_warm, item_playlists_* (CSR),
                           title_vectors (float16, training playlists' titles: title-kNN),
-                          artist_codes (int32, each track's artist, -1 unknown: artist source)
+                          artist_codes (int32, each track's artist, -1 unknown: artist source),
+                          artist_names (each code's case-folded name: seeds sent by name)
     als/                  the ALS model over the warm tracks (fold-in)
     track_projector.safetensors, title_projector.safetensors
     ranker/               LlaraForCandidateScoring.save_pretrained
@@ -98,15 +99,18 @@ class LlaraPP(Recommender):
 
         index = self.stage.catalog.index
         known = [index[t.track_uri] for t in case.seeds if t.track_uri in index]
-        unknown = [t.text for t in case.seeds if t.track_uri not in index]
+        unknown = [t for t in case.seeds if t.track_uri not in index]
         dim = self.stage.catalog.text.shape[1]
-        texts = ([case.title] if case.title and case.title.strip() else []) + unknown
+        texts = ([case.title] if case.title and case.title.strip() else []) + [
+            t.text for t in unknown
+        ]
         vecs = self.encoder.encode(texts) if texts else np.zeros((0, dim), np.float32)
         has_title = bool(case.title and case.title.strip())
         q = Query(
             vecs[0] if has_title else None,
             np.array(list(dict.fromkeys(known)), dtype=np.int64),
             vecs[1:] if has_title else vecs,
+            np.array([self.stage.artist_code(t.artist_name) for t in unknown], dtype=np.int64),
         )
         return make_rank_case(
             self.stage, q, np.zeros(0, np.int64), int(self.config.get("max_seeds", 50))
@@ -199,7 +203,10 @@ class LlaraPP(Recommender):
             **(
                 {}
                 if st.retriever.artist_codes is None
-                else {"artist_codes": st.retriever.artist_codes.astype(np.int32)}
+                else {
+                    "artist_codes": st.retriever.artist_codes.astype(np.int32),
+                    "artist_names": st.artist_names,
+                }
             ),
             **csr_arrays("item_playlists", st.retriever.item_playlists),
         )
@@ -262,6 +269,7 @@ class LlaraPP(Recommender):
             retriever=retriever,
             report=meta.get("stage_report", {}),
             fold_in=config.get("curriculum") != "text-only",
+            artist_names=arrays.get("artist_names"),
         )
         model = cls(config)
         model._attach(stage, LlaraForCandidateScoring.from_pretrained(path / "ranker"))

@@ -219,12 +219,11 @@ class Retriever:
         weights = np.maximum(sims[near], 0.0) ** self.title_power
         return row_votes(self._playlist_items, near, weights, self.n_warm)
 
-    def artist_scores(self, seeds: np.ndarray) -> np.ndarray:
-        """(n_items,) the share of ``seeds`` by each warm track's artist (0 for other artists
-        and for cold tracks)."""
-        codes = self.artist_codes[seeds]
-        artists, counts = np.unique(codes[codes >= 0], return_counts=True)
-        share = (counts / len(seeds)).astype(np.float64)
+    def artist_scores(self, seed_artists: np.ndarray) -> np.ndarray:
+        """(n_items,) the share of the seeds (their artist codes, -1: unknown) by each warm
+        track's artist (0 for other artists and for cold tracks)."""
+        artists, counts = np.unique(seed_artists[seed_artists >= 0], return_counts=True)
+        share = (counts / len(seed_artists)).astype(np.float64)
         return row_votes(self._artist_tracks, artists, share, self.n_items)
 
     def retrieve(
@@ -234,7 +233,7 @@ class Retriever:
         warm_seeds: np.ndarray,
         exclude: np.ndarray,
         title_text: np.ndarray | None = None,
-        seeds: np.ndarray | None = None,
+        seed_artists: np.ndarray | None = None,
     ) -> Retrieved:
         """Fuse the sources for one case.
 
@@ -244,7 +243,8 @@ class Retriever:
             warm_seeds: catalogue indices of warm seeds (item-kNN).
             exclude: catalogue indices never returned (the seeds).
             title_text: (text_dim,) MiniLM vector of the title (title-kNN), or None.
-            seeds: catalogue indices of every seed, warm or cold (artist source), or None.
+            seed_artists: artist code of every seed, in the catalogue or not (-1: unknown
+                artist), or None: the artist source.
         """
         N = min(self.n_candidates, self.n_items)
         queries = [q for q in (seed_query, title_query) if q is not None]
@@ -256,8 +256,8 @@ class Retriever:
         if title_text is not None and self.title_vectors is not None:
             tknn_s = self.title_knn_scores(title_text)
         artist_s = None
-        if seeds is not None and len(seeds) and self.artist_codes is not None:
-            artist_s = self.artist_scores(seeds)
+        if seed_artists is not None and len(seed_artists) and self.artist_codes is not None:
+            artist_s = self.artist_scores(np.asarray(seed_artists, dtype=np.int64))
         sources = (seed_s, title_s, knn_s, tknn_s, artist_s)
         tops = []
         for j, scores in enumerate(sources):

@@ -11,6 +11,7 @@ Payload keys, by the step that adds them::
               title_vec    (384,) float32 MiniLM vector of the title, or None
               seed_idx     (S,) int64 catalogue indices of known seeds (by URI, else by name)
               seed_text    (m, 384) float32 MiniLM vectors of seeds the catalogue lacks
+              seed_artists (m,) int64 their artists' codes (-1: an artist the model never saw)
               exclude_idx  (E,) int64 catalogue indices never recommended (seeds + same-name)
     retrieve  candidates   (N,) int64 catalogue indices, best first by the retriever
               features     (N, F) float32 retriever features (llarapp.models.retriever.FEATURES)
@@ -260,6 +261,7 @@ class ServingEngine:
         known: list[int] = []
         exclude: list[int] = []
         unknown_texts: list[str] = []
+        unknown_artists: list[int] = []
         for t in request.tracks:
             idx = self.index.get(t.track_uri) if t.track_uri else None
             if idx is not None:
@@ -272,6 +274,7 @@ class ServingEngine:
                 exclude.extend(same.tolist())
             else:
                 unknown_texts.append(t.text)
+                unknown_artists.append(self.stage.artist_code(t.artist_name))
         texts = ([request.name] if request.name else []) + unknown_texts
         vecs = self.texts.encode(texts, self.text_dim)
         title_vec = vecs[0] if request.name else None
@@ -280,6 +283,7 @@ class ServingEngine:
             "title_vec": title_vec,
             "seed_idx": np.array(list(dict.fromkeys(known)), dtype=np.int64),
             "seed_text": vecs[1:] if request.name else vecs,
+            "seed_artists": np.array(unknown_artists, dtype=np.int64),
             "exclude_idx": np.unique(np.array(exclude, dtype=np.int64)),
         }
 
@@ -298,7 +302,22 @@ class ServingEngine:
                     f"payload.{name}: vectors of size {vec.shape[-1]}; expected {self.text_dim}",
                     400,
                 )
-        retrieved, _, _ = self.stage.retrieve(Query(title_vec, seed_idx, seed_text))
+        artists = _as_array(payload, "seed_artists", np.int64, 1, optional=True)
+        if artists is None:  # a payload from before artist codes: the artists are unknown
+            artists = np.full(len(seed_text), -1, np.int64)
+        n_artists = 0 if self.stage.artist_names is None else len(self.stage.artist_names)
+        if len(artists) != len(seed_text) or (artists.size and artists.min() < -1):
+            raise RequestError(
+                f"payload.seed_artists: {len(artists)} codes for {len(seed_text)} seed_text "
+                "rows; expected one per row, each an artist code or -1 for an unknown artist",
+                400,
+            )
+        if artists.size and artists.max() >= n_artists:
+            raise RequestError(
+                f"payload.seed_artists: artist codes must be in [-1, {n_artists})", 400
+            )
+        query = Query(title_vec, seed_idx, seed_text, artists)
+        retrieved, _, _ = self.stage.retrieve(query)
         return {
             **payload,
             "candidates": retrieved.candidates,

@@ -9,8 +9,9 @@ computed from the very playlist it is asked about), and one fitted on all traini
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,9 @@ class Query:
     title_vec: np.ndarray | None  # (text_dim,)
     seed_idx: np.ndarray  # catalogue indices of known seeds
     extra_seed_text: np.ndarray  # (m, text_dim) seeds unknown to the catalogue
+    extra_seed_artists: np.ndarray = field(  # (m,) their artists' codes (-1: unknown artist)
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
 
 
 @dataclass
@@ -60,6 +64,16 @@ class Stage:
     retriever: Retriever
     report: dict
     fold_in: bool = True  # warm seeds query by ALS fold-in; False: mean of the seeds' vectors
+    artist_names: np.ndarray | None = None  # (n_artists,) artist_key of each artist code
+
+    @functools.cached_property
+    def _artist_lookup(self) -> dict[str, int]:
+        names = [] if self.artist_names is None else self.artist_names.tolist()
+        return {n: i for i, n in enumerate(names)}
+
+    def artist_code(self, name: str | None) -> int:
+        """The code of artist ``name`` (compared as :func:`artist_key`), -1 when unknown."""
+        return self._artist_lookup.get(artist_key(name), -1) if name else -1
 
     def without_behavior(self) -> Stage:
         """This stage as if no track had a behavior vector (the ``llara++/text-only``
@@ -101,8 +115,13 @@ class Stage:
 
     def retrieve(self, q: Query) -> tuple[Retrieved, np.ndarray | None, np.ndarray | None]:
         seed_q, title_q, warm = self.queries(q)
+        seed_artists = None
+        if self.retriever.artist_codes is not None:
+            seed_artists = np.concatenate(
+                [self.retriever.artist_codes[q.seed_idx], q.extra_seed_artists]
+            )
         retrieved = self.retriever.retrieve(
-            seed_q, title_q, warm, q.seed_idx, q.title_vec, seeds=q.seed_idx
+            seed_q, title_q, warm, q.seed_idx, q.title_vec, seed_artists=seed_artists
         )
         return retrieved, seed_q, title_q
 
@@ -158,9 +177,9 @@ def build_stage(
     )
     title_proj, title_report = fit_projector(title_vecs, als.user_factors, None, projector_config)
     cold = track_proj.project(ordered.text[n_warm:])
-    n_by_artist, codes = 0, None
+    n_by_artist, codes, names = 0, None, None
     if artists is not None:
-        codes = artist_codes(artists)
+        codes, names = artist_codes(artists)
         cold, n_by_artist = artist_vectors(codes, factors, cold)
     behavior = np.concatenate([factors, cold])
     retriever = Retriever(
@@ -182,15 +201,30 @@ def build_stage(
     }
     log.info("stage: %d warm, %d cold tracks", n_warm, len(order) - n_warm)
     return Stage(
-        ordered, n_warm, als, behavior, popularity, track_proj, title_proj, retriever, report
+        ordered,
+        n_warm,
+        als,
+        behavior,
+        popularity,
+        track_proj,
+        title_proj,
+        retriever,
+        report,
+        artist_names=names,
     )
 
 
-def artist_codes(artists: np.ndarray) -> np.ndarray:
-    """(n,) int32 artist of each track, names compared case-folded; -1 where none is known."""
-    names = pd.Series(artists, dtype=object).fillna("").astype(str).str.strip().str.casefold()
-    codes, _ = pd.factorize(names.where(names != ""))
-    return codes.astype(np.int32)
+def artist_key(name: str) -> str:
+    """How artist names are compared: stripped and case-folded."""
+    return str(name).strip().casefold()
+
+
+def artist_codes(artists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, names)``: (n,) int32 artist code of each track (-1 where none is known) and
+    the :func:`artist_key` of each code."""
+    keys = pd.Series(artists, dtype=object).fillna("").astype(str).map(artist_key)
+    codes, names = pd.factorize(keys.where(keys != ""))
+    return codes.astype(np.int32), np.asarray(names, dtype=str)
 
 
 def artist_vectors(
