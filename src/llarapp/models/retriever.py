@@ -270,8 +270,9 @@ class Retriever:
                 continue
             among = np.flatnonzero(scores > 0)
             if j == 4:  # an artist's tracks: the more popular first
-                scores = scores + self._pop_tiebreak
-            tops.append(top_n(scores, N, among))
+                tops.append(among[top_n(scores[among] + self._pop_tiebreak[among], N)])
+            else:
+                tops.append(top_n(scores, N, among))
         lists = tops or [np.zeros(0, np.int64)]  # reciprocal rank fusion over their union
         union, inverse = np.unique(np.concatenate(lists), return_inverse=True)
         ranks = np.concatenate([1.0 / (RRF_K + 1.0 + np.arange(len(t))) for t in lists])
