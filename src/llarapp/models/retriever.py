@@ -46,6 +46,7 @@ FEATURES = (
     "rrf",
 )
 N_SOURCES = 5  # the first five features are the sources' scores
+ARTIST = FEATURES.index("artist_score")  # the one source whose score is a share, not rescaled
 RRF_K = 60.0
 
 
@@ -269,7 +270,7 @@ class Retriever:
                 tops.append(top_n(scores, N))
                 continue
             among = np.flatnonzero(scores > 0)
-            if j == 4:  # an artist's tracks: the more popular first
+            if j == ARTIST:  # an artist's tracks: the more popular first
                 tops.append(among[top_n(scores[among] + self._pop_tiebreak[among], N)])
             else:
                 tops.append(top_n(scores, N, among))
@@ -292,7 +293,7 @@ class Retriever:
                 inside = candidates < len(scores)
                 vals[inside] = scores[candidates[inside]]
                 # per case to [-1, 1]; the artist share is one already, and its size tells
-                feats[:, j] = vals if j == 4 else vals / max(float(np.abs(vals).max()), 1e-6)
+                feats[:, j] = vals if j == ARTIST else vals / max(float(np.abs(vals).max()), 1e-6)
         feats[:, N_SOURCES] = self.log_pop[candidates] / max(float(self.log_pop.max()), 1e-6)
         feats[:, N_SOURCES + 1] = self.is_cold[candidates]
         feats[:, N_SOURCES + 2] = cand_rrf * (RRF_K + 1.0) / N_SOURCES

@@ -8,6 +8,7 @@ computed from the very playlist it is asked about), and one fitted on all traini
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
@@ -80,19 +81,8 @@ class Stage:
         ablation): every track's vector is its projected text, as a cold track's is, and the
         seeds query by the mean of theirs. Co-occurrence, title and artist sources stay."""
         behavior = self.track_projector.project(self.catalog.text)
-        r = self.retriever
-        retriever = Retriever(
-            behavior,
-            r.is_cold,
-            r.popularity,
-            r.item_playlists,
-            r.knn_alpha,
-            r.n_candidates,
-            r.title_vectors,
-            r.title_neighbours,
-            r.title_power,
-            r.artist_codes,
-        )
+        retriever = copy.copy(self.retriever)  # the same sources over the new vectors
+        retriever.behavior = behavior
         return dataclasses.replace(self, behavior=behavior, retriever=retriever, fold_in=False)
 
     def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
