@@ -139,6 +139,38 @@ def test_ablations_run(data_dir):
         assert hit_ratio_at_1(scores, cands, targets) > 0.15
     with pytest.raises(ValueError, match="cos_sum"):
         LlaraLastFMScorer(_tiny(features=("als",)))
+    with pytest.raises(ValueError, match=r"backbone.*'bert'"):
+        LlaraLastFMScorer(_tiny(backbone="bert"))
+
+
+def test_minilm_backbone_trains_lora_adapters_only(data_dir):
+    """llara++/minilm: MiniLM's pretrained layers stay as they are, LoRA adapters learn."""
+    import torch
+    from safetensors.torch import load_file
+
+    from llarapp.features.text import model_path
+
+    assert "llara++/minilm" in SCORERS
+    assert SCORERS["llara++/minilm"]().config.backbone == "minilm"
+    data = load_lastfm(data_dir)
+    scorer = LlaraLastFMScorer(
+        _tiny(backbone="minilm", num_hidden_layers=1, feature_epochs=1, epochs=1, patience=1),
+        encoder=_HashEncoder(),
+    )
+    scorer.fit(data)
+    scores, cands, targets = _eval(scorer, data)
+    assert np.isfinite(scores).all() and hit_ratio_at_1(scores, cands, targets) > 0.15
+    layer = scorer.model.model.layers[0]
+    pretrained = load_file(str(model_path() / "model.safetensors"))
+    query = layer.attention.self.query
+    assert torch.equal(
+        query.base_layer.weight, pretrained["encoder.layer.0.attention.self.query.weight"]
+    )
+    assert (
+        not query.base_layer.weight.requires_grad and query.lora_A["default"].weight.requires_grad
+    )
+    trained = [h for h in scorer.history if h["phase"] == "ranker"]
+    assert trained and np.isfinite(trained[0]["loss"])
 
 
 def test_examples_and_negatives_follow_the_protocol(data_dir):

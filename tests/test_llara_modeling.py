@@ -303,16 +303,14 @@ class _ScoresOnly(torch.nn.Module):
         return self.model(*inputs, return_dict=True).scores
 
 
-def test_onnx_export_dynamic_axes_matches_onnxruntime(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    model = tiny_model()
+def export_onnx(model: LlaraForCandidateScoring, path) -> None:
+    """Export ``model``'s scores with dynamic batch / seed / candidate axes (opset 17)."""
     wrapper = _ScoresOnly(model).eval()  # a fresh module is in train mode: dropout would be traced
     example = make_inputs(2, 3, 5)
     dynamic_axes = {"title_vec": {0: "batch"}, "title_mask": {0: "batch"}}
     dynamic_axes.update({k: {0: "batch", 1: "seeds"} for k in INPUT_NAMES if k.startswith("seed")})
     dynamic_axes.update({k: {0: "batch", 1: "cands"} for k in INPUT_NAMES if k.startswith("cand")})
     dynamic_axes["scores"] = {0: "batch", 1: "cands"}
-    path = tmp_path / "llara.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation / tracer notes
         torch.onnx.export(
@@ -325,6 +323,14 @@ def test_onnx_export_dynamic_axes_matches_onnxruntime(tmp_path) -> None:
             opset_version=17,
             dynamo=False,
         )
+
+
+@pytest.mark.parametrize("backbone", ["decoder", "minilm"])
+def test_onnx_export_dynamic_axes_matches_onnxruntime(tmp_path, backbone: str) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model = tiny_model() if backbone == "decoder" else tiny_minilm()
+    path = tmp_path / "llara.onnx"
+    export_onnx(model, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch, n_seeds, n_cands in [(3, 6, 9), (1, 0, 4)]:
         inputs = make_inputs(batch, n_seeds, n_cands, seed=7)
@@ -336,3 +342,105 @@ def test_onnx_export_dynamic_axes_matches_onnxruntime(tmp_path) -> None:
         expected = scores_of(model, inputs).numpy()
         assert got.shape == (batch, n_cands)
         assert abs(got - expected).max() <= 1e-4
+
+
+# -- MiniLM backbone -----------------------------------------------------------------------------
+#: A MiniLM-shaped backbone at test size (the real one is 6 layers of width 384).
+TINY_BACKBONE = {
+    "hidden_size": HIDDEN,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 3,
+    "intermediate_size": 64,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-12,
+    "max_position_embeddings": 40,
+}
+
+
+def tiny_minilm(seed: int = 0, **overrides) -> LlaraForCandidateScoring:
+    """A tiny ``backbone="minilm"`` model (random weights) in eval mode."""
+    return tiny_model(seed, backbone="minilm", backbone_config=TINY_BACKBONE, **overrides)
+
+
+def test_minilm_backbone_scores_masks_and_round_trips(tmp_path) -> None:
+    model = tiny_minilm()
+    assert type(model.model.layers[0]).__name__ == "BertLayer" and len(model.model.layers) == 2
+    inputs = make_inputs(2, 3, 4)
+    scores = scores_of(model, inputs)
+    assert scores.shape == (2, 4) and torch.isfinite(scores).all()
+    # padded seed slots change nothing; the encoder is bidirectional, so an absent title and
+    # padding must be hidden from every token, not only from later ones
+    padded = dict(inputs)
+    garbage = make_inputs(2, 2, 4, seed=9)
+    for key in ("seed_text", "seed_behavior", "seed_use_behavior"):
+        padded[key] = torch.cat([inputs[key], garbage[key]], dim=1)
+    padded["seed_mask"] = torch.cat([inputs["seed_mask"], torch.zeros(2, 2)], dim=1)
+    torch.testing.assert_close(scores_of(model, padded), scores, rtol=1e-5, atol=1e-5)
+    no_title = dict(inputs, title_mask=torch.zeros(2))
+    other = dict(no_title, title_vec=torch.randn(2, TEXT_DIM) * 10)
+    torch.testing.assert_close(
+        scores_of(model, no_title), scores_of(model, other), rtol=0, atol=1e-6
+    )
+    assert torch.isfinite(scores_of(model, make_inputs(2, 0, 4))).all()
+
+    model.save_pretrained(tmp_path)
+    loaded = LlaraForCandidateScoring.from_pretrained(tmp_path).eval()
+    assert loaded.config.backbone == "minilm" and loaded.config.backbone_config == TINY_BACKBONE
+    torch.testing.assert_close(scores_of(loaded, inputs), scores, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        ({"backbone": "llama"}, r"backbone.*'llama'"),
+        ({"backbone": "minilm"}, r"backbone_config.*required"),
+        (
+            {"backbone": "minilm", "backbone_config": dict(TINY_BACKBONE, hidden_size=64)},
+            r"hidden_size.*\(32\).*\(64\)",
+        ),
+        (
+            {"backbone": "minilm", "backbone_config": TINY_BACKBONE, "num_hidden_layers": 4},
+            r"num_hidden_layers.*\(4\).*3 layers",
+        ),
+        (
+            {"backbone": "minilm", "backbone_config": dict(TINY_BACKBONE, num_attention_heads=2)},
+            r"num_attention_heads.*\(4\).*\(2\)",
+        ),
+    ],
+)
+def test_backbone_validation(overrides: dict, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        tiny_config(**overrides)
+
+
+def test_load_minilm_backbone_copies_the_packaged_weights() -> None:
+    from safetensors.torch import load_file
+
+    from llarapp.features.text import model_path
+    from llarapp.models.llara import load_minilm_backbone, minilm_backbone_config
+
+    backbone = minilm_backbone_config(model_path())
+    assert (backbone["hidden_size"], backbone["num_hidden_layers"]) == (384, 6)
+    config = tiny_config(
+        hidden_size=384,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        num_hidden_layers=1,
+        backbone="minilm",
+        backbone_config=backbone,
+    )
+    model = LlaraForCandidateScoring(config)
+    load_minilm_backbone(model.model, model_path())
+    weights = load_file(str(model_path() / "model.safetensors"))
+    layer = model.model.layers[0]
+    assert torch.equal(
+        layer.attention.self.query.weight, weights["encoder.layer.0.attention.self.query.weight"]
+    )
+    assert torch.equal(layer.output.dense.bias, weights["encoder.layer.0.output.dense.bias"])
+    assert torch.equal(
+        model.model.position_embeddings.weight, weights["embeddings.position_embeddings.weight"]
+    )
+    with pytest.raises(ValueError, match="backbone='minilm'"):
+        load_minilm_backbone(tiny_model().model, model_path())
+    with pytest.raises(ValueError, match=r"is \(512, 384\), expected \(40, 32\)"):
+        load_minilm_backbone(tiny_minilm().model, model_path())

@@ -121,8 +121,13 @@ class LlaraLastFMConfig:
             tokens.
         curriculum_epochs: Length of the ramp, in epochs of phase 2.
         text_only_eval: Score with text-only tokens (an ablation).
+        backbone: ``"decoder"`` (a compact decoder trained from scratch) or ``"minilm"``: the
+            ranker's layers are MiniLM's pretrained encoder layers (LLaRA's LLM role), with
+            LoRA adapters (``lora_r``); the sizes below then follow MiniLM (hidden 384, 12
+            heads), ``num_hidden_layers`` of its 6 layers are used.
+        lora_r: LoRA rank on the MiniLM layers' linear maps; 0 fine-tunes all their weights.
         hidden_size: Ranker width.
-        num_hidden_layers: Decoder blocks.
+        num_hidden_layers: Decoder blocks (MiniLM layers with ``backbone="minilm"``).
         num_attention_heads: Query heads.
         num_key_value_heads: Key / value heads.
         intermediate_size: SwiGLU width.
@@ -158,6 +163,8 @@ class LlaraLastFMConfig:
     curriculum: bool = True
     curriculum_epochs: float = 1.0
     text_only_eval: bool = False
+    backbone: str = "decoder"
+    lora_r: int = 8
     hidden_size: int = 64
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
@@ -440,6 +447,10 @@ class LlaraLastFMScorer:
         self._cols = [FEATURES.index(f) for f in self.config.features]
         if "cos_sum" not in self.config.features:
             raise ValueError("config.features must hold 'cos_sum' (the ranker's starting score)")
+        if self.config.backbone not in ("decoder", "minilm"):
+            raise ValueError(
+                f"config.backbone must be 'decoder' or 'minilm', got {self.config.backbone!r}"
+            )
         if self.config.behavior not in BEHAVIORS:
             raise ValueError(
                 f"config.behavior must be one of {BEHAVIORS}, got {self.config.behavior!r}"
@@ -522,19 +533,39 @@ class LlaraLastFMScorer:
         from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 
         c = self.config
+        sizes = {
+            "hidden_size": c.hidden_size,
+            "num_attention_heads": c.num_attention_heads,
+            "num_key_value_heads": c.num_key_value_heads,
+            "intermediate_size": c.intermediate_size,
+        }
+        if c.backbone == "minilm":
+            from llarapp.features.text import model_path
+            from llarapp.models.llara import load_minilm_backbone, minilm_backbone_config
+
+            backbone = minilm_backbone_config(model_path())
+            sizes = {
+                "hidden_size": backbone["hidden_size"],
+                "num_attention_heads": backbone["num_attention_heads"],
+                "num_key_value_heads": backbone["num_attention_heads"],
+                "intermediate_size": backbone["intermediate_size"],
+                "backbone": "minilm",
+                "backbone_config": backbone,
+            }
         config = LlaraConfig(
             text_dim=text_dim,
             behavior_dim=behavior_dim,
-            hidden_size=c.hidden_size,
             num_hidden_layers=c.num_hidden_layers,
-            num_attention_heads=c.num_attention_heads,
-            num_key_value_heads=c.num_key_value_heads,
-            intermediate_size=c.intermediate_size,
             max_position_embeddings=c.max_history + 2,
             n_features=len(self._cols),
             hidden_dropout=c.dropout,
+            **sizes,
         )
-        return LlaraForCandidateScoring(config)
+        model = LlaraForCandidateScoring(config)
+        if c.backbone == "minilm":
+            load_minilm_backbone(model.model, model_path())
+            _freeze_backbone(model, c.lora_r)
+        return model
 
     def _scores(
         self,
@@ -642,7 +673,7 @@ class LlaraLastFMScorer:
             if c.use_transformer and c.epochs > 0:
                 model.load_state_dict(self._best[1])
                 head_ids = {id(p) for p in head}
-                rest = [p for p in model.parameters() if id(p) not in head_ids]
+                rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
                 opt = torch.optim.AdamW(
                     [
                         {"params": rest, "weight_decay": c.weight_decay},
@@ -749,6 +780,36 @@ class LlaraLastFMScorer:
                 hybrid,
                 full=self.config.use_transformer,
             )
+
+
+@register_scorer("llara++/minilm")
+def _llara_minilm() -> LlaraLastFMScorer:
+    """llara++ whose ranker layers are MiniLM's six pretrained encoder layers with LoRA adapters
+    (LLaRA's LLM role) instead of a decoder trained from scratch; every other setting the same."""
+    return LlaraLastFMScorer(
+        LlaraLastFMConfig(backbone="minilm", num_hidden_layers=6, threads=None)
+    )
+
+
+def _freeze_backbone(model, lora_r: int) -> None:
+    """With ``lora_r > 0``: LoRA adapters (peft) on every linear map of the MiniLM layers, whose
+    pretrained weights and position embeddings are then frozen; the rest of the ranker (item
+    embeddings, QUERY, candidate MLP, feature head) trains in full. ``lora_r == 0`` leaves
+    everything trainable (full fine-tuning)."""
+    if lora_r <= 0:
+        return
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(
+        r=lora_r,
+        lora_alpha=2 * lora_r,
+        lora_dropout=0.0,
+        target_modules=["query", "key", "value", "dense"],
+    )
+    inject_adapter_in_model(lora, model.model.layers)
+    for name, param in model.model.layers.named_parameters():
+        param.requires_grad_("lora_" in name)
+    model.model.position_embeddings.weight.requires_grad_(False)
 
 
 def _hr1(scores: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -16,6 +16,8 @@ from llarapp.models.llara.modeling_llara import (
     LlaraPreTrainedModel,
     LlaraRankerOutput,
     listwise_softmax_loss,
+    load_minilm_backbone,
+    minilm_backbone_config,
 )
 
 AutoConfig.register(LlaraConfig.model_type, LlaraConfig, exist_ok=True)
@@ -30,4 +32,6 @@ __all__ = [
     "LlaraPreTrainedModel",
     "LlaraRankerOutput",
     "listwise_softmax_loss",
+    "load_minilm_backbone",
+    "minilm_backbone_config",
 ]

@@ -15,6 +15,9 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+#: Choices of :attr:`LlaraConfig.backbone`.
+BACKBONES = ("decoder", "minilm")
+
 _FLOAT_FIELDS = (
     "rms_norm_eps",
     "rope_theta",
@@ -57,6 +60,15 @@ class LlaraConfig(PreTrainedConfig):
         interaction_init: Starting value of the learned gate on the transformer term ``q · c``;
             0 starts the ranker as a pure feature model, which training opens only as far as it
             helps.
+        backbone: ``"decoder"`` (the Llama-style decoder blocks above, trained from scratch) or
+            ``"minilm"``: the first ``num_hidden_layers`` transformer layers of a BERT-family
+            encoder (MiniLM, LLaRA's LLM role), bidirectional, with its learned position
+            embeddings. ``hidden_size`` and ``num_attention_heads`` must equal the encoder's;
+            its MLP width comes from ``backbone_config`` (``intermediate_size``,
+            ``num_key_value_heads`` and ``rope_theta`` are then unused).
+        backbone_config: With ``backbone="minilm"``, the encoder's ``BertConfig`` as a dict
+            (``modeling_llara.minilm_backbone_config``); saved with the model, so
+            ``from_pretrained`` rebuilds the same layers.
 
     Example:
         ```python
@@ -83,6 +95,8 @@ class LlaraConfig(PreTrainedConfig):
     hidden_dropout: float | int = 0.1
     initializer_range: float | int = 0.02
     interaction_init: float | int = 1.0
+    backbone: str = "decoder"
+    backbone_config: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         """Coerce float fields, check the sizes (plain ``ValueError``), then base post-init."""
@@ -152,6 +166,38 @@ class LlaraConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not value > 0.0:
                 raise ValueError(f"`{name}` must be positive, got {name}={value}.")
+        self._check_backbone()
+
+    def _check_backbone(self) -> None:
+        """Raise a ``ValueError`` on an unknown backbone or a MiniLM one that does not fit."""
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"`backbone` must be one of {BACKBONES}, got {self.backbone!r}.")
+        if self.backbone == "decoder":
+            return
+        if not self.backbone_config:
+            raise ValueError(
+                "`backbone_config` (the encoder's BertConfig as a dict) is required with "
+                "backbone='minilm'."
+            )
+        for name in ("hidden_size", "num_attention_heads"):
+            theirs = self.backbone_config.get(name)
+            if theirs != getattr(self, name):
+                raise ValueError(
+                    f"`{name}` ({getattr(self, name)}) must equal the MiniLM backbone's "
+                    f"{name} ({theirs})."
+                )
+        layers = self.backbone_config.get("num_hidden_layers", 0)
+        if self.num_hidden_layers > layers:
+            raise ValueError(
+                f"`num_hidden_layers` ({self.num_hidden_layers}) must not exceed the MiniLM "
+                f"backbone's {layers} layers."
+            )
+        positions = self.backbone_config.get("max_position_embeddings", 0)
+        if self.max_position_embeddings > positions:
+            raise ValueError(
+                f"`max_position_embeddings` ({self.max_position_embeddings}) must not exceed the "
+                f"MiniLM backbone's learned positions ({positions})."
+            )
 
 
 __all__ = ["LlaraConfig"]

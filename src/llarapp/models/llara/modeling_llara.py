@@ -22,6 +22,13 @@ learned gate; masked candidates get ``-1e4``. ``forward`` is tensor-in / tensor-
 data-dependent Python control flow, so it exports to ONNX with dynamic batch / seed / candidate
 axes.
 
+With ``config.backbone="minilm"`` the decoder blocks are replaced by the first
+``num_hidden_layers`` layers of a BERT-family encoder (``BertLayer``, e.g. MiniLM's, copied in by
+:func:`load_minilm_backbone`): LLaRA's LLM role, here a pretrained sentence encoder reading the
+same vector tokens. Its learned absolute position embeddings (positions of present tokens) and
+embedding LayerNorm are kept, and attention is bidirectional over the present tokens, as the
+encoder was trained.
+
 Layout follows ``transformers.models.llama.modeling_llama``: blocks first, then
 :class:`LlaraPreTrainedModel`, the bare :class:`LlaraModel` and the head
 :class:`LlaraForCandidateScoring`.
@@ -29,6 +36,7 @@ Layout follows ``transformers.models.llama.modeling_llama``: blocks first, then
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -37,6 +45,8 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import PreTrainedModel
+from transformers.models.bert.configuration_bert import BertConfig
+from transformers.models.bert.modeling_bert import BertLayer
 from transformers.utils import ModelOutput
 
 from llarapp.models.llara.configuration_llara import LlaraConfig
@@ -393,7 +403,7 @@ class LlaraPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "seed_text"
     supports_gradient_checkpointing = True
-    _no_split_modules: ClassVar[list[str]] = ["LlaraDecoderLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["LlaraDecoderLayer", "BertLayer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -420,11 +430,19 @@ class LlaraModel(LlaraPreTrainedModel):
         self.token_type_embeddings = nn.Embedding(3, config.hidden_size)  # title / seed / query
         self.query_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.embed_dropout = nn.Dropout(config.hidden_dropout)
-        self.layers = nn.ModuleList(
-            [LlaraDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
-        )
+        if config.backbone == "minilm":
+            bert = _bert_config(config)
+            self.position_embeddings = nn.Embedding(bert.max_position_embeddings, bert.hidden_size)
+            self.embed_norm = nn.LayerNorm(bert.hidden_size, eps=bert.layer_norm_eps)
+            self.layers = nn.ModuleList(
+                [BertLayer(bert, layer_idx=i) for i in range(config.num_hidden_layers)]
+            )
+        else:
+            self.layers = nn.ModuleList(
+                [LlaraDecoderLayer(config, i) for i in range(config.num_hidden_layers)]
+            )
+            self.rotary_emb = LlaraRotaryEmbedding(config)
         self.norm = LlaraRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = LlaraRotaryEmbedding(config)
         self.gradient_checkpointing = False
 
         self.post_init()
@@ -465,23 +483,30 @@ class LlaraModel(LlaraPreTrainedModel):
         )  # (B, S, H)
         query = (self.query_embedding + type_emb[QUERY_TYPE]).expand_as(title)  # (B, 1, H)
         hidden_states = torch.cat([title, seeds, query], dim=1)  # (B, L = S + 2, H)
-        hidden_states = self.embed_dropout(hidden_states)
 
         present = torch.cat(
             [title_mask[:, None] > 0, seed_mask > 0, torch.ones_like(title_mask[:, None] > 0)],
             dim=1,
         )  # (B, L) bool; the QUERY token is always present
-        # Rotary positions count present tokens only, so padding never shifts relative positions.
+        # Positions count present tokens only, so padding never shifts the positions seen.
         position_ids = (torch.cumsum(present.to(torch.int64), dim=1) - 1).clamp(min=0)  # (B, L)
-        attention_mask = _attention_mask(present)  # (B, 1, L, L)
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
 
-        for decoder_layer in self.layers:
-            hidden_states = decoder_layer(
-                hidden_states,
-                attention_mask=attention_mask,
-                position_embeddings=position_embeddings,
-            )
+        if self.config.backbone == "minilm":
+            hidden_states = self.embed_norm(hidden_states + self.position_embeddings(position_ids))
+            hidden_states = self.embed_dropout(hidden_states)
+            additive = _encoder_mask(present, hidden_states.dtype)  # (B, 1, L, L)
+            for layer in self.layers:
+                hidden_states = layer(hidden_states, additive)
+        else:
+            hidden_states = self.embed_dropout(hidden_states)
+            attention_mask = _attention_mask(present)  # (B, 1, L, L)
+            position_embeddings = self.rotary_emb(hidden_states, position_ids)
+            for decoder_layer in self.layers:
+                hidden_states = decoder_layer(
+                    hidden_states,
+                    attention_mask=attention_mask,
+                    position_embeddings=position_embeddings,
+                )
         hidden_states = self.norm(hidden_states)  # (B, L, H)
 
         output = BaseModelOutput(last_hidden_state=hidden_states)
@@ -505,6 +530,90 @@ def _attention_mask(present: torch.Tensor) -> torch.Tensor:
     causal = idx[None, :] <= idx[:, None]  # (L, L): key j <= query i
     diagonal = idx[None, :] == idx[:, None]  # (L, L)
     return causal & (present[:, None, None, :] | diagonal)  # (B, 1, L, L)
+
+
+def _encoder_mask(present: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive bidirectional mask for the MiniLM backbone: every token sees the present ones.
+
+    As :func:`_attention_mask`, a token always sees itself, so no row is empty.
+
+    Args:
+        present: ``(B, L)`` bool, True for tokens that exist.
+        dtype: Dtype of the hidden states.
+
+    Returns:
+        ``(B, 1, L, L)``: 0 where query ``i`` may attend to key ``j``, the dtype's minimum
+        elsewhere.
+    """
+    idx = torch.arange(present.shape[1], device=present.device)
+    allowed = present[:, None, None, :] | (idx[None, :] == idx[:, None])  # (B, 1, L, L)
+    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=present.device)
+    return torch.where(allowed, torch.zeros((), dtype=dtype, device=present.device), blocked)
+
+
+def _bert_config(config: LlaraConfig) -> BertConfig:
+    """The ``BertConfig`` of a MiniLM backbone's layers (SDPA attention, LLaRA++ dropouts)."""
+    bert = BertConfig(
+        **{
+            **config.backbone_config,
+            "num_hidden_layers": config.num_hidden_layers,
+            "hidden_dropout_prob": config.hidden_dropout,
+            "attention_probs_dropout_prob": config.attention_dropout,
+        }
+    )
+    bert._attn_implementation = "sdpa"
+    return bert
+
+
+#: The ``BertConfig`` keys a MiniLM backbone keeps (:func:`minilm_backbone_config`).
+_BACKBONE_KEYS = (
+    "hidden_size",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "max_position_embeddings",
+)
+
+
+def minilm_backbone_config(path: str | Path) -> dict:
+    """``backbone_config`` for the BERT-family encoder saved in ``path`` (e.g. MiniLM)."""
+    bert = BertConfig.from_pretrained(str(path))
+    return {key: getattr(bert, key) for key in _BACKBONE_KEYS}
+
+
+@torch.no_grad()
+def load_minilm_backbone(model: "LlaraModel", path: str | Path) -> None:
+    """Copy a BERT-family encoder's pretrained weights (``path/model.safetensors``) into a
+    ``backbone="minilm"`` model: its first ``num_hidden_layers`` layers, its position embeddings
+    and its embedding LayerNorm.
+
+    Raises:
+        ValueError: If ``model`` is not a MiniLM-backbone model, or a weight is missing or has
+            another shape.
+    """
+    from safetensors.torch import load_file
+
+    if model.config.backbone != "minilm":
+        raise ValueError(
+            f"load_minilm_backbone needs backbone='minilm', got {model.config.backbone!r}"
+        )
+    weights = load_file(str(Path(path) / "model.safetensors"))
+    targets = {
+        "position_embeddings.weight": "embeddings.position_embeddings.weight",
+        "embed_norm.weight": "embeddings.LayerNorm.weight",
+        "embed_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    for name, _ in model.layers.named_parameters():
+        targets[f"layers.{name}"] = "encoder.layer." + name
+    params = dict(model.named_parameters())
+    for ours, theirs in targets.items():
+        if theirs not in weights or weights[theirs].shape != params[ours].shape:
+            found = tuple(weights[theirs].shape) if theirs in weights else "missing"
+            expected = tuple(params[ours].shape)
+            raise ValueError(f"{path}: weight {theirs} is {found}, expected {expected} for {ours}")
+        params[ours].copy_(weights[theirs])
 
 
 class LlaraForCandidateScoring(LlaraPreTrainedModel):
@@ -654,4 +763,6 @@ __all__ = [
     "LlaraPreTrainedModel",
     "LlaraRankerOutput",
     "listwise_softmax_loss",
+    "load_minilm_backbone",
+    "minilm_backbone_config",
 ]
