@@ -494,9 +494,9 @@ class LlaraModel(LlaraPreTrainedModel):
         if self.config.backbone == "minilm":
             hidden_states = self.embed_norm(hidden_states + self.position_embeddings(position_ids))
             hidden_states = self.embed_dropout(hidden_states)
-            additive = _encoder_mask(present, hidden_states.dtype)  # (B, 1, L, L)
+            attention_mask = _attention_mask(present, causal=False)  # (B, 1, L, L)
             for layer in self.layers:
-                hidden_states = layer(hidden_states, additive)
+                hidden_states = layer(hidden_states, attention_mask)  # SDPA takes a bool mask
         else:
             hidden_states = self.embed_dropout(hidden_states)
             attention_mask = _attention_mask(present)  # (B, 1, L, L)
@@ -513,42 +513,26 @@ class LlaraModel(LlaraPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-def _attention_mask(present: torch.Tensor) -> torch.Tensor:
-    """Boolean SDPA mask: causal, hiding absent keys, but always letting a token see itself.
+def _attention_mask(present: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """Boolean SDPA mask hiding absent keys (and, when ``causal``, later ones), but always
+    letting a token see itself.
 
     The diagonal keeps every row non-empty (an all-False row makes SDPA return NaN, which would
     then leak through later layers' value products); absent tokens only ever see themselves and
-    earlier present tokens, and no present token sees them.
+    (earlier) present tokens, and no present token sees them. ``causal=False`` is the MiniLM
+    backbone's bidirectional mask.
 
     Args:
         present: ``(B, L)`` bool, True for tokens that exist.
+        causal: Hide keys after the query.
 
     Returns:
         ``(B, 1, L, L)`` bool, True where query ``i`` may attend to key ``j``.
     """
     idx = torch.arange(present.shape[1], device=present.device)  # (L,)
-    causal = idx[None, :] <= idx[:, None]  # (L, L): key j <= query i
     diagonal = idx[None, :] == idx[:, None]  # (L, L)
-    return causal & (present[:, None, None, :] | diagonal)  # (B, 1, L, L)
-
-
-def _encoder_mask(present: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive bidirectional mask for the MiniLM backbone: every token sees the present ones.
-
-    As :func:`_attention_mask`, a token always sees itself, so no row is empty.
-
-    Args:
-        present: ``(B, L)`` bool, True for tokens that exist.
-        dtype: Dtype of the hidden states.
-
-    Returns:
-        ``(B, 1, L, L)``: 0 where query ``i`` may attend to key ``j``, the dtype's minimum
-        elsewhere.
-    """
-    idx = torch.arange(present.shape[1], device=present.device)
-    allowed = present[:, None, None, :] | (idx[None, :] == idx[:, None])  # (B, 1, L, L)
-    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=present.device)
-    return torch.where(allowed, torch.zeros((), dtype=dtype, device=present.device), blocked)
+    visible = present[:, None, None, :] | diagonal  # (B, 1, L, L)
+    return visible & (idx[None, :] <= idx[:, None]) if causal else visible
 
 
 def _bert_config(config: LlaraConfig) -> BertConfig:
