@@ -377,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="an ingest output folder")
     p.add_argument("--out", required=True, help="folder for tracks.npz and titles.npz")
     p.add_argument("--cache", default=None, help="embedding cache folder")
-    p.add_argument("--batch-size", type=_positive, default=128)
+    p.add_argument(
+        "--batch-size", type=_positive, default=None, help="texts per forward pass (default: 1)"
+    )
     p.set_defaults(fn=cmd_text)
 
     p = feats.add_parser("behavior", help="ALS factors, tuned on validation cases")

@@ -125,6 +125,9 @@ class OnnxTextEncoder:
         threads: ``intra_op_num_threads``.
         batch_size: Texts per session run.
         provider: onnxruntime execution provider.
+        workers: Python threads running batches at once on the one session (its ``run``
+            releases the GIL). On the 2-core dev machine, 2 workers of 1 thread each embed
+            track texts 1.3x faster than 1 worker of 2 threads.
     """
 
     def __init__(
@@ -135,8 +138,12 @@ class OnnxTextEncoder:
         threads: int = 1,
         batch_size: int = 64,
         provider: str = "CPUExecutionProvider",
+        workers: int = 1,
     ) -> None:
         from tokenizers import Tokenizer
+
+        if workers < 1:
+            raise ValueError(f"workers={workers}: expected >= 1")
 
         tok_file = Path(tokenizer_dir) / "tokenizer.json"
         if not tok_file.exists():
@@ -147,6 +154,7 @@ class OnnxTextEncoder:
         self.session = make_session(path, threads=threads, provider=provider)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = batch_size
+        self.workers = workers
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     @classmethod
@@ -160,15 +168,37 @@ class OnnxTextEncoder:
         return cls(root / enc["file"], root / enc["tokenizer"], enc["max_length"], **kwargs)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), dim)`` float32, L2-normalised."""
-        out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for start in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer.encode_batch(list(texts[start : start + self.batch_size]))
-            feeds = {
-                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-            }
-            feeds = {k: v for k, v in feeds.items() if k in self.input_names}
-            out.append(self.session.run(None, feeds)[0].astype(np.float32, copy=False))
-        return np.concatenate(out)
+        """``(len(texts), dim)`` float32, L2-normalised, in the order of ``texts``.
+
+        Texts are batched by length (shortest first), so a batch pads to little more than its
+        own texts. A QInt8 encoder quantizes activations per batch, so with ``batch_size > 1``
+        a vector moves a little with its batch (mean cosine 0.993 between batches of 8 and one
+        text at a time, on real track texts); the same texts in any order give the same
+        vectors.
+        """
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batches = [
+            [texts[i] for i in order[start : start + self.batch_size]]
+            for start in range(0, len(order), self.batch_size)
+        ]
+        if self.workers > 1 and len(batches) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(self.workers) as pool:
+                parts = list(pool.map(self._run, batches))
+        else:
+            parts = [self._run(batch) for batch in batches]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if parts:
+            out[order] = np.concatenate(parts)
+        return out
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        enc = self.tokenizer.encode_batch(texts)
+        feeds = {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        return self.session.run(None, feeds)[0].astype(np.float32, copy=False)

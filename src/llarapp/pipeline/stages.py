@@ -74,7 +74,8 @@ def text_features(data_dir: Path | str, out_dir: Path | str) -> dict:
     from llarapp.features.text import TextEncoder, default_cache_dir, embed_dataset
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    report = embed_dataset(data_dir, out_dir, TextEncoder(default_cache_dir()))
+    encoder = TextEncoder(default_cache_dir())
+    report = embed_dataset(data_dir, out_dir, encoder)
     tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
     names = pq.read_table(data_dir / PLAYLISTS_FILE, columns=["name"]).column("name").to_pylist()
     texts = track_texts(tracks) + [str(n) for n in names]
@@ -83,7 +84,7 @@ def text_features(data_dir: Path | str, out_dir: Path | str) -> dict:
         np.load(out_dir / "titles.npz", allow_pickle=False) as p,
     ):
         vectors = np.concatenate([t["vectors"], p["vectors"]]).astype(np.float32)
-    keys = np.array([TextEncoder.key(x) for x in texts], dtype="U40")
+    keys = np.array([encoder.key(x) for x in texts], dtype="U40")
     _, first = np.unique(keys, return_index=True)
     keys, vectors = keys[np.sort(first)], vectors[np.sort(first)]
     digest = hashlib.sha1(keys.tobytes()).hexdigest()[:16]

@@ -80,7 +80,7 @@ class TextCache:
 
 
 def _minilm_encode_fn(model_dir: Path):
-    """The ONNX text encoder when the export exists, else sentence-transformers (PyTorch)."""
+    """The exported ONNX text encoder when there is one, else the features' own encoder."""
     if (model_dir / ONNX_MANIFEST).is_file():
         try:
             from llarapp.export import OnnxTextEncoder
@@ -92,15 +92,9 @@ def _minilm_encode_fn(model_dir: Path):
             log.warning("encoder: no usable ONNX encoder in %s (%r); PyTorch", ONNX_MANIFEST, exc)
     from llarapp.features.text import TextEncoder
 
-    enc = TextEncoder(cache_dir=None, progress=False)
-    model = enc.model
-
-    def encode(texts: list[str]) -> np.ndarray:
-        return model.encode(
-            texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
-        )
-
-    return encode, "pytorch"
+    enc = TextEncoder(cache_dir=None, progress=False)  # the vectors training embedded with
+    enc.embed(["warm up"])  # load the model now, not on the first request
+    return enc.embed, enc.backend
 
 
 def _as_array(payload: dict, key: str, dtype, ndim: int, optional: bool = False):
