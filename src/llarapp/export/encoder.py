@@ -115,6 +115,7 @@ def export_encoder_fp32(path: Path, model_dir: Path | None = None, opset: int = 
             output_names=list(ENCODER_OUTPUTS),
             dynamic_shapes=shapes,
             external_data=False,
+            verbose=False,  # no progress prints: text features build this on first use
         )
     program.save(str(path), external_data=False)
     return path
