@@ -145,9 +145,7 @@ class TextEncoder:
         keys = [self.key(t) for t in texts]
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._memory}
         if missing:
-            # by length, so the model's batches pad little (the order returned is the caller's)
-            miss_keys = sorted(missing, key=lambda k: len(missing[k]))
-            miss_texts = [missing[k] for k in miss_keys]
+            miss_keys, miss_texts = list(missing), list(missing.values())
             bar = tqdm(
                 total=len(miss_texts),
                 desc="embed",
