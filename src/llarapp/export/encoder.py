@@ -79,17 +79,21 @@ class EncoderExport:
 
 def load_bert(model_dir: Path | None = None) -> tuple[nn.Module, int]:
     """The bundled MiniLM as a plain ``transformers`` model (eager attention) and its max length."""
-    import json
-
     from transformers import AutoModel
 
     from llarapp.features.text import model_path
 
     model_dir = Path(model_dir or model_path())
     bert = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    return bert, max_seq_length(model_dir)
+
+
+def max_seq_length(model_dir: Path) -> int:
+    """sentence-transformers' truncation length for ``model_dir`` (256 when unstated)."""
+    import json
+
     cfg = model_dir / "sentence_bert_config.json"
-    max_length = json.loads(cfg.read_text()).get("max_seq_length", 256) if cfg.exists() else 256
-    return bert, int(max_length)
+    return int(json.loads(cfg.read_text()).get("max_seq_length", 256) if cfg.exists() else 256)
 
 
 def export_encoder_fp32(path: Path, model_dir: Path | None = None, opset: int = 18) -> Path:
@@ -216,7 +220,7 @@ def export_encoder(
     fp32 = export_encoder_fp32(out_dir / "encoder.onnx", src, opset)
     seconds["export"] = time.perf_counter() - t
     tok_dir = _copy_tokenizer(src, out_dir / "tokenizer")
-    _, max_length = load_bert(src)
+    max_length = max_seq_length(src)
 
     texts = list(check_texts)
     ref = OnnxTextEncoder(fp32, tok_dir, max_length=max_length, threads=threads).encode(texts)
@@ -297,7 +301,7 @@ def export_feature_encoder(out_dir: Path | str, model_dir: Path | None = None) -
         settings = quantize_encoder(fp32, tmp / "encoder.qint8.onnx", exclude=ffn_matmuls(fp32))
         fp32.unlink()
         _copy_tokenizer(src, tmp / "tokenizer")
-        settings["max_length"] = load_bert(src)[1]
+        settings["max_length"] = max_seq_length(src)
         (tmp / "encoder.json").write_text(json.dumps(settings, indent=2))
         tmp.rename(out_dir)
     except OSError:

@@ -89,7 +89,11 @@ def _minilm_encode_fn(model_dir: Path):
             log.info("encoder: ONNX (%s)", model_dir / ONNX_MANIFEST)
             return enc.encode, "onnx"
         except (ImportError, KeyError, FileNotFoundError) as exc:
-            log.warning("encoder: no usable ONNX encoder in %s (%r); PyTorch", ONNX_MANIFEST, exc)
+            log.warning(
+                "encoder: no usable ONNX encoder in %s (%r); the features' encoder",
+                ONNX_MANIFEST,
+                exc,
+            )
     from llarapp.features.text import TextEncoder
 
     enc = TextEncoder(cache_dir=None, progress=False)  # the vectors training embedded with
