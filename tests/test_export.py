@@ -168,13 +168,14 @@ def test_serving_graph_matches_the_full_forward(exported):
 
 
 def test_engine_onnx_backend_ranks_as_pytorch(exported, tiny):
-    """The served ranker (ONNX serving graph) and the PyTorch one give the same scores."""
+    """The served ranker (ONNX serving graph) and the PyTorch one give the same scores (the
+    same top 100, when the export chose a quantized variant: it picks the fastest in budget)."""
     from llarapp.data.dataset import load_cases
     from llarapp.serving.engine import ServingEngine
     from llarapp.serving.request import parse_recommend
 
     data_dir, split_dir, _, _ = tiny
-    model_dir = exported[0]
+    model_dir, _, manifest, _ = exported
     onnx = ServingEngine.load(str(model_dir), ranker_backend="onnx")
     torch_ = ServingEngine.load(str(model_dir), ranker_backend="torch")
     assert (onnx.ranker_backend, torch_.ranker_backend) == ("onnx", "torch")
@@ -183,7 +184,13 @@ def test_engine_onnx_backend_ranks_as_pytorch(exported, tiny):
                   "track_uri": t.track_uri} for t in ec.case.seeds]  # fmt: skip
         p = onnx.retrieve(onnx.encode(parse_recommend({"name": ec.case.title, "tracks": seeds})))
         args = (p["title_vec"], p["rank_seed_idx"], p["candidates"], p["features"])
-        np.testing.assert_allclose(onnx.score(*args), torch_.score(*args), atol=FP32_MAX_ABS)
+        got, want = onnx.score(*args), torch_.score(*args)
+        if manifest["chosen"] in ("onnx_fp32", "onnx_optimized"):
+            np.testing.assert_allclose(got, want, atol=FP32_MAX_ABS)
+            continue
+        k = min(100, len(want))
+        top_got, top_want = (set(np.argsort(-x, kind="stable")[:k].tolist()) for x in (got, want))
+        assert len(top_got & top_want) >= QINT8_TOP100 * k, manifest["chosen"]
 
 
 def test_encoder_round_trip_keeps_cosine(exported, tiny):
