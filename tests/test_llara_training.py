@@ -75,19 +75,23 @@ def test_retriever_fuses_sources_excludes_seeds_and_falls_back_to_popularity():
     assert list(empty.candidates) == list(np.argsort(-popularity, kind="stable")[:20])
 
 
-def test_retriever_title_knn_source_votes_the_tracks_of_similar_titles():
-    rng = np.random.default_rng(3)
+def _titled_playlists(seed: int):
+    """``(rng, unit title vectors (30, 8), playlists (30, 40) CSR, retriever's first four
+    arguments)`` for 40 warm tracks."""
+    rng = np.random.default_rng(seed)
     titles = rng.normal(size=(30, 8)).astype(np.float32)
     titles /= np.linalg.norm(titles, axis=1, keepdims=True)
-    playlists = sp.random(30, 40, density=0.1, format="csr", random_state=4)
+    playlists = sp.random(30, 40, density=0.1, format="csr", random_state=seed + 1)
     playlists.data[:] = 1
     popularity = np.asarray(playlists.sum(0)).ravel()
     behavior = rng.normal(size=(40, 4)).astype(np.float32)
+    return rng, titles, playlists, (behavior, popularity == 0, popularity, playlists.T.tocsr())
+
+
+def test_retriever_title_knn_source_votes_the_tracks_of_similar_titles():
+    _, titles, playlists, args = _titled_playlists(3)
     r = Retriever(
-        behavior,
-        popularity == 0,
-        popularity,
-        playlists.T.tocsr(),
+        *args,
         n_candidates=10,
         title_vectors=titles,
         title_neighbours=1,
@@ -99,9 +103,7 @@ def test_retriever_title_knn_source_votes_the_tracks_of_similar_titles():
     voted = {int(c) for c, f in zip(got.candidates, got.features, strict=True) if f[column] > 0}
     assert voted == held
     with pytest.raises(ValueError, match="one per playlist"):
-        Retriever(
-            behavior, popularity == 0, popularity, playlists.T.tocsr(), title_vectors=titles[:5]
-        )
+        Retriever(*args, title_vectors=titles[:5])
 
 
 def test_retriever_artist_source_brings_the_seed_artists_warm_tracks():
@@ -132,6 +134,34 @@ def test_retriever_artist_source_brings_the_seed_artists_warm_tracks():
         Retriever(
             behavior, popularity == 0, popularity, playlists.T.tocsr(), artist_codes=codes[:9]
         )
+
+
+def test_retriever_title_query_is_the_nearest_titles_playlist_vectors():
+    rng, titles, _, args = _titled_playlists(8)
+    vectors = rng.normal(size=(30, 4)).astype(np.float32)
+    r = Retriever(*args, title_vectors=titles, title_neighbours=2, playlist_vectors=vectors)
+    sims = titles @ titles[7]
+    near = np.argsort(-sims)[:2]  # playlist 7 itself and the next nearest title
+    w = np.maximum(sims[near], 0) ** r.title_query_power
+    np.testing.assert_allclose(r.title_query(titles[7]), w @ vectors[near] / w.sum(), rtol=1e-5)
+    assert r.title_query(np.zeros(8, np.float32)) is None  # no title near: no query
+    assert Retriever(*args, title_vectors=titles).title_query(titles[7]) is None
+    with pytest.raises(ValueError, match="playlist_vectors"):
+        Retriever(*args, title_vectors=titles, playlist_vectors=vectors[:, :3])
+
+
+def test_title_names_artists_whole_title_first():
+    from llarapp.training.stage import Stage, title_parts
+
+    assert title_parts(" Paramore \u2013 Paramore ") == ("paramore \u2013 paramore", {"paramore"})
+    assert title_parts("Drake x Future")[1] == {"drake", "future"}
+    assert title_parts(None) == title_parts("  ") == ("", set())
+    stage = Stage.__new__(Stage)  # title_artists reads only the artist names
+    stage.artist_names = np.array(["tegan and sara", "sara", "drake", "future", "paramore"])
+    assert stage.title_artists("Tegan and Sara").tolist() == [0]  # the whole title wins
+    assert stage.title_artists("DRAKE x Future").tolist() == [2, 3]
+    assert stage.title_artists("Paramore \u2013 Paramore").tolist() == [4]
+    assert stage.title_artists("summer vibes").tolist() == stage.title_artists(None).tolist() == []
 
 
 def test_artist_codes_fold_case_and_leave_missing_artists_unknown():
@@ -182,6 +212,18 @@ def test_training_saves_a_model_that_loads_with_identical_scores(tiny):
     assert loaded.name == "llara++"
     for ec in load_cases(data, split_dir, "test")[:5]:
         assert loaded.recommend(ec.case, 50) == model.recommend(ec.case, 50)
+
+
+def test_a_model_from_before_playlist_vectors_asks_to_be_retrained(tiny, tmp_path):
+    import shutil
+
+    *_, model_dir, _ = tiny
+    old = shutil.copytree(model_dir, tmp_path / "old")
+    with np.load(old / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files if k != "playlist_vectors"}
+    np.savez(old / "arrays.npz", **arrays)
+    with pytest.raises(ValueError, match=r"older version.*Train a new model"):
+        Recommender.load(old)
 
 
 @pytest.mark.integration

@@ -131,6 +131,26 @@ def test_engine_unknown_seed_by_a_known_artist_brings_that_artists_tracks(served
     assert len(engine.retrieve(payload)["candidates"]) == len(got["candidates"])
 
 
+def test_engine_title_naming_an_artist_brings_that_artists_tracks(served):
+    from llarapp.models.retriever import FEATURES
+    from llarapp.serving.request import RequestError
+
+    _, engine, case = served
+    artist = case.seeds[0].artist_name
+    payload = engine.encode(parse_recommend({"name": f" {artist.upper()} ", "k": 10}))
+    code = engine.stage.artist_code(artist)
+    assert payload["title_artists"].tolist() == [code] != [-1]
+    got = engine.retrieve(payload)
+    credited = got["candidates"][got["features"][:, FEATURES.index("artist_score")] > 0]
+    by_artist = np.flatnonzero(engine.stage.retriever.artist_codes[: engine.stage.n_warm] == code)
+    assert len(credited) and set(credited.tolist()) <= set(by_artist.tolist())
+    for bad in ([-1], [10**6]):
+        with pytest.raises(RequestError, match="title_artists"):
+            engine.retrieve({**payload, "title_artists": bad})
+    payload.pop("title_artists")  # a payload from an older encoder: no artist named, served
+    assert len(engine.retrieve(payload)["candidates"]) == len(got["candidates"])
+
+
 def test_step_models_predict_directly(served):
     """The kserve models' handlers, awaited directly (v1 JSON and v2 tensors)."""
     sys.path.insert(0, str(KSERVE_DIR))
@@ -159,6 +179,14 @@ def test_step_models_predict_directly(served):
     resp = asyncio.run(enc.predict(InferRequest("encoder", [names])))
     codes = resp.outputs[0].as_numpy().tolist()
     assert codes == [engine.stage.artist_code(case.seeds[0].artist_name), -1] and codes[0] >= 0
+    title = InferInput("title", [1], "BYTES", [case.seeds[0].artist_name])
+    resp = asyncio.run(enc.predict(InferRequest("encoder", [title])))
+    assert resp.outputs[0].name == "title_artists"
+    assert resp.outputs[0].as_numpy().tolist() == [codes[0]]
+    with pytest.raises(PayloadError, match="'title' holds 2"):
+        asyncio.run(
+            enc.predict(InferRequest("encoder", [InferInput("title", [2], "BYTES", ["a", "b"])]))
+        )
 
 
 # ---------------------------------------------------------------------------- server

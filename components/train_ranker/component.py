@@ -1,4 +1,4 @@
-"""Train ranker: LLaRA++ (projectors, two-stage retriever, curriculum-trained HF ranker)."""
+"""Train ranker: LLaRA++ (projector, two-stage retriever, curriculum-trained HF ranker)."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -26,8 +26,8 @@ def train_ranker(
     Files in: ``data``, ``splits``, ``text`` (its cache shard warms the embedding cache).
 
     Files out (``model``, MODEL_DIR): ``model.json``, ``arrays.npz`` (catalogue, text float16,
-    behavior float32), ``als/``, ``track_projector.safetensors``,
-    ``title_projector.safetensors``, ``ranker/`` (Hugging Face ``save_pretrained``),
+    behavior float32, title and playlist vectors), ``als/``, ``track_projector.safetensors``,
+    ``ranker/`` (Hugging Face ``save_pretrained``),
     ``train_report.json``; an MLflow run (params, per-epoch metrics, the ranker).
     ``train_metrics``: best validation NDCG, case counts (also as JSON at its path).
     """

@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
     p.set_defaults(fn=cmd_lastfm)
 
-    p = groups.add_parser("train", help="train LLaRA++ (features, ALS, projectors, ranker)")
+    p = groups.add_parser("train", help="train LLaRA++ (features, ALS, projector, ranker)")
     p.add_argument("--mpd", required=True, help="MPD slices: folder, glob or s3:// URI")
     p.add_argument("--out", required=True, help="MODEL_DIR: everything export and serving need")
     p.add_argument("--work", default=None, help="keep the ingest and split tables here")

@@ -4,7 +4,8 @@ v1 / JSON: the person's request ``{"name", "tracks", "k"}`` -> the graph payload
 :mod:`llarapp.serving.engine`). v2: ``text`` BYTES [n] -> ``embedding`` FP32 [n, 384];
 ``track_uri`` BYTES [m] -> ``catalog_index`` INT64 [m] (-1 where unknown); ``artist_name``
 BYTES [m] -> ``artist_index`` INT64 [m] (the artist codes the retriever's ``seed_artists`` takes,
--1 where unknown).
+-1 where unknown); ``title`` BYTES [1] -> ``title_artists`` INT64 [a] (the codes of the artists
+the playlist title names, the retriever's ``title_artists``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,13 @@ class EncoderModel(StepModel):
         text = require(inputs, "text", object, 1, optional=True)
         uris = require(inputs, "track_uri", object, 1, optional=True)
         artists = require(inputs, "artist_name", object, 1, optional=True)
-        if text is None and uris is None and artists is None:
+        title = require(inputs, "title", object, 1, optional=True)
+        if text is None and uris is None and artists is None and title is None:
             raise PayloadError(
-                "v2: give a 'text', 'track_uri' and/or 'artist_name' input (BYTES, 1-D)"
+                "v2: give a 'text', 'track_uri', 'artist_name' and/or 'title' input (BYTES, 1-D)"
             )
+        if title is not None and len(title) != 1:
+            raise PayloadError(f"v2: 'title' holds {len(title)} strings; expected 1")
         if text is not None:
             out["embedding"] = self.core.texts.encode(_strings(text), self.core.text_dim)
         if uris is not None:
@@ -45,4 +49,6 @@ class EncoderModel(StepModel):
         if artists is not None:
             code = self.core.stage.artist_code
             out["artist_index"] = np.array([code(a) for a in _strings(artists)], np.int64)
+        if title is not None:
+            out["title_artists"] = self.core.stage.title_artists(_strings(title)[0])
         return out

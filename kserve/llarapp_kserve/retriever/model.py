@@ -3,7 +3,8 @@
 v1 / JSON: the encoder's payload -> the same plus ``candidates``, ``features``,
 ``rank_seed_idx``. v2: ``title_vec`` FP32 [384] (optional), ``seed_idx`` INT64 [S] (optional),
 ``seed_text`` FP32 [m, 384] (optional), ``seed_artists`` INT64 [m] (optional: those seeds'
-artist codes from the encoder's ``artist_index``, -1 unknown) -> ``candidates`` INT64 [N],
+artist codes from the encoder's ``artist_index``, -1 unknown), ``title_artists`` INT64 [a]
+(optional: the encoder's ``title_artists``) -> ``candidates`` INT64 [N],
 ``features`` FP32 [N, F], ``rank_seed_idx`` INT64 [S'].
 """
 
@@ -23,6 +24,7 @@ class RetrieverModel(StepModel):
             "seed_idx": require(inputs, "seed_idx", np.int64, 1, optional=True),
             "seed_text": require(inputs, "seed_text", np.float32, 2, optional=True),
             "seed_artists": require(inputs, "seed_artists", np.int64, 1, optional=True),
+            "title_artists": require(inputs, "title_artists", np.int64, 1, optional=True),
         }
         if payload["seed_idx"] is None:
             payload["seed_idx"] = np.zeros(0, np.int64)

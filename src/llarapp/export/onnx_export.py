@@ -331,10 +331,10 @@ def calibration_cases(model, data_dir: Path, split_dir: Path, config: ExportConf
     names = pq.read_table(data_dir / PLAYLISTS_FILE, columns=["pid", "name"]).to_pandas()
     names = names.set_index("pid")["name"]
     pids = np.array([p for p in pids if p in ordered.index])
-    titles = model.encoder.encode([str(names.get(p, "")) for p in pids])
+    titles = [str(names.get(p, "")) for p in pids]
     train_config = LlaraTrainConfig.from_dict(model.config)
     cases = ranker_cases_from_playlists(
-        model.stage, [ordered[p] for p in pids], titles, train_config
+        model.stage, [ordered[p] for p in pids], titles, model.encoder.encode(titles), train_config
     )
     order = rng.permutation(len(cases))[: config.max_calibration_cases]
     return [cases[i] for i in order]

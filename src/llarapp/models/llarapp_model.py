@@ -6,10 +6,11 @@ Folder layout (``save`` / ``Recommender.load``)::
     arrays.npz            track_uris (catalogue, warm first), popularity, text (float16),
                           behavior (float32), n_warm, item_playlists_* (CSR),
                           title_vectors (float16, training playlists' titles: title-kNN),
+                          playlist_vectors (float16, those playlists' ALS vectors: title query),
                           artist_codes (int32, each track's artist, -1 unknown: artist source),
                           artist_names (each code's case-folded name: seeds sent by name)
     als/                  the ALS model over the warm tracks (fold-in)
-    track_projector.safetensors, title_projector.safetensors
+    track_projector.safetensors
     ranker/               LlaraForCandidateScoring.save_pretrained
     train_report.json     what training measured
     track_names.parquet   track_uri, track_name, artist_name (responses; seeds sent by name)
@@ -38,6 +39,11 @@ from llarapp.models.baselines import ALS
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.projector import Projector
 from llarapp.models.retriever import FEATURES, Retriever
+
+RETRAIN = (
+    "Train a new model with this version (`llarapp train` or the training pipeline); LoRA "
+    "retraining cannot start from this one"
+)
 
 
 class LlaraPP(Recommender):
@@ -111,6 +117,7 @@ class LlaraPP(Recommender):
             np.array(list(dict.fromkeys(known)), dtype=np.int64),
             vecs[1:] if has_title else vecs,
             np.array([self.stage.artist_code(t.artist_name) for t in unknown], dtype=np.int64),
+            self.stage.title_artists(case.title),
         )
         return make_rank_case(
             self.stage, q, np.zeros(0, np.int64), int(self.config.get("max_seeds", 50))
@@ -200,6 +207,7 @@ class LlaraPP(Recommender):
             behavior=st.behavior,
             n_warm=np.array(st.n_warm),
             title_vectors=st.retriever.title_vectors.astype(np.float16),
+            playlist_vectors=st.retriever.playlist_vectors.astype(np.float16),
             **(
                 {}
                 if st.retriever.artist_codes is None
@@ -212,7 +220,6 @@ class LlaraPP(Recommender):
         )
         st.als.save(path / "als")
         save_file(st.track_projector.state_dict(), path / "track_projector.safetensors")
-        save_file(st.title_projector.state_dict(), path / "title_projector.safetensors")
         self.ranker.save_pretrained(path / "ranker")
         meta = {"name": self.name, "config": self.config, "stage_report": st.report}
         (path / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=float))
@@ -226,26 +233,26 @@ class LlaraPP(Recommender):
         if n_features != len(FEATURES):
             raise ValueError(
                 f"{path}: its ranker reads {n_features} retrieval features; this "
-                f"version computes {len(FEATURES)} ({', '.join(FEATURES)}). Train a new model "
-                "with this version (`llarapp train` or the training pipeline); LoRA retraining "
-                "cannot start from this one"
+                f"version computes {len(FEATURES)} ({', '.join(FEATURES)}). {RETRAIN}"
             )
         config = meta.get("config", {})
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        if "playlist_vectors" not in arrays:
+            raise ValueError(
+                f"{path}: saved by an older version, which queried by a title projector; "
+                f"this one needs the training playlists' vectors (playlist_vectors). {RETRAIN}"
+            )
         text = arrays["text"].astype(np.float32)
         behavior = arrays["behavior"]
         n_warm = int(arrays["n_warm"])
         als = Recommender.load(path / "als")
         if not isinstance(als, ALS):
             raise ValueError(f"{path / 'als'}: expected an ALS model, found {als.name}")
-        projectors = []
-        for name in ("track_projector", "title_projector"):
-            state = load_file(path / f"{name}.safetensors")
-            hidden, text_dim = state["net.0.weight"].shape
-            proj = Projector(text_dim, state["net.2.weight"].shape[0], hidden)
-            proj.load_state_dict(state)
-            projectors.append(proj.eval())
+        state = load_file(path / "track_projector.safetensors")
+        hidden, text_dim = state["net.0.weight"].shape
+        projector = Projector(text_dim, state["net.2.weight"].shape[0], hidden)
+        projector.load_state_dict(state)
         popularity = arrays["popularity"].astype(np.float32)
         item_playlists = csr_from_arrays("item_playlists", arrays)
         retriever = Retriever(
@@ -256,6 +263,7 @@ class LlaraPP(Recommender):
             float(config.get("knn_alpha", 0.2)),
             int(config.get("n_candidates", 800)),
             title_vectors=arrays["title_vectors"].astype(np.float32),
+            playlist_vectors=arrays["playlist_vectors"].astype(np.float32),
             artist_codes=arrays.get("artist_codes"),
         )
         stage = Stage(
@@ -264,8 +272,7 @@ class LlaraPP(Recommender):
             als=als,
             behavior=behavior,
             popularity=popularity,
-            track_projector=projectors[0],
-            title_projector=projectors[1],
+            track_projector=projector.eval(),
             retriever=retriever,
             report=meta.get("stage_report", {}),
             fold_in=config.get("curriculum") != "text-only",

@@ -1,11 +1,10 @@
-"""Projectors from MiniLM text space into ALS behavior space.
+"""The track projector: from MiniLM text space into ALS behavior space.
 
-- The **track projector** maps a track's text vector to its ALS item factor. Trained on warm
-  tracks, it gives every cold track (no playlist history) a behavior vector.
-- The **title projector** maps a playlist title's text vector to that playlist's ALS user
-  factor, so a title alone is a query in behavior space.
+It maps a track's text vector to its ALS item factor. Trained on warm tracks, it gives every
+cold track (no playlist history) a behavior vector. (A title's query in behavior space comes
+from the nearest training titles' playlists instead: see :meth:`Retriever.title_query`.)
 
-Both are small MLPs (``text_dim -> hidden -> behavior_dim``) fitted with a cosine + MSE loss,
+It is a small MLP (``text_dim -> hidden -> behavior_dim``) fitted with a cosine + MSE loss,
 weighted by log-popularity (factors of tracks seen once are noise). ``fit_projector`` holds out
 a share of the pairs and reports the fit on them.
 """
@@ -56,7 +55,6 @@ class Projector(nn.Module):
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         return self.net(text)
 
-    @torch.inference_mode()
     @torch.inference_mode()
     def project(self, text: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Numpy in, numpy out, batched (float32)."""

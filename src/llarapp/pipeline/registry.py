@@ -9,7 +9,7 @@ Aliases (never the deprecated stages):
   canary" means here.
 
 A registered version's source is the run's ``model`` artifact folder: MODEL_DIR as trained
-(``model.json``, ``arrays.npz``, ``als/``, projectors, ``ranker/`` -- the Hugging Face model)
+(``model.json``, ``arrays.npz``, ``als/``, the projector, ``ranker/`` -- the Hugging Face model)
 plus ``onnx/`` (the exported files and ``manifest.json``). ``models:/llarapp@champion`` downloads
 it (:func:`mlflow.artifacts.download_artifacts`).
 """

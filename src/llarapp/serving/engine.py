@@ -12,6 +12,7 @@ Payload keys, by the step that adds them::
               seed_idx     (S,) int64 catalogue indices of known seeds (by URI, else by name)
               seed_text    (m, 384) float32 MiniLM vectors of seeds the catalogue lacks
               seed_artists (m,) int64 their artists' codes (-1: an artist the model never saw)
+              title_artists (a,) int64 codes of the artists the title names (Stage.title_artists)
               exclude_idx  (E,) int64 catalogue indices never recommended (seeds + same-name)
     retrieve  candidates   (N,) int64 catalogue indices, best first by the retriever
               features     (N, F) float32 retriever features (llarapp.models.retriever.FEATURES)
@@ -282,6 +283,7 @@ class ServingEngine:
             "seed_idx": np.array(list(dict.fromkeys(known)), dtype=np.int64),
             "seed_text": vecs[1:] if request.name else vecs,
             "seed_artists": np.array(unknown_artists, dtype=np.int64),
+            "title_artists": self.stage.title_artists(request.name),
             "exclude_idx": np.unique(np.array(exclude, dtype=np.int64)),
         }
 
@@ -314,7 +316,14 @@ class ServingEngine:
             raise RequestError(
                 f"payload.seed_artists: artist codes must be in [-1, {n_artists})", 400
             )
-        query = Query(title_vec, seed_idx, seed_text, artists)
+        title_artists = _as_array(payload, "title_artists", np.int64, 1, optional=True)
+        if title_artists is None:  # a payload from before title artists: none named
+            title_artists = np.zeros(0, np.int64)
+        if title_artists.size and (title_artists.min() < 0 or title_artists.max() >= n_artists):
+            raise RequestError(
+                f"payload.title_artists: artist codes must be in [0, {n_artists})", 400
+            )
+        query = Query(title_vec, seed_idx, seed_text, artists, title_artists)
         retrieved, _, _ = self.stage.retrieve(query)
         return {
             **payload,

@@ -1,4 +1,4 @@
-"""Train LLaRA++ end to end: text features, ALS, projectors, retriever, curriculum-trained ranker.
+"""Train LLaRA++ end to end: text features, ALS, projector, retriever, curriculum-trained ranker.
 
 ``llarapp train --mpd DIR --out MODEL_DIR`` runs :func:`train_from_mpd`; the benchmark calls
 :func:`train_llara` on its own split. Files out (``MODEL_DIR``): see
@@ -154,7 +154,8 @@ def _eval_query(stage: Stage, ec: EvalCase, title_vecs: dict[str, np.ndarray]) -
     case = ec.case
     seeds = np.array([stage.catalog.index[t.track_uri] for t in case.seeds], dtype=np.int64)
     title = title_vecs[case.title] if case.title else None
-    return Query(title, seeds, np.zeros((0, stage.catalog.text.shape[1]), np.float32))
+    text = np.zeros((0, stage.catalog.text.shape[1]), np.float32)
+    return Query(title, seeds, text, title_artists=stage.title_artists(case.title))
 
 
 class RankerBatcher:
@@ -352,15 +353,20 @@ def valid_ndcg(
 def ranker_cases_from_playlists(
     stage: Stage,
     playlists: list[list[str]],
-    titles: np.ndarray,
+    titles: list[str],
+    title_vecs: np.ndarray,
     config: LlaraTrainConfig,
 ) -> list[RankCase]:
-    """Challenge-style cases from training playlists (ordered URIs) that ``stage`` never fitted."""
+    """Challenge-style cases from training playlists (ordered URIs, titles and their
+    vectors) that ``stage`` never fitted."""
     rng = np.random.default_rng([config.seed, 11])
     split_cfg = SplitConfig()
     cases = []
-    for uris, title_vec in tqdm(
-        zip(playlists, titles, strict=True), total=len(playlists), desc="ranker cases", leave=False
+    for uris, title, title_vec in tqdm(
+        zip(playlists, titles, title_vecs, strict=True),
+        total=len(playlists),
+        desc="ranker cases",
+        leave=False,
     ):
         eligible = [c for c in CATEGORIES if len(uris) >= c.min_tracks(split_cfg.min_hidden)]
         if not eligible:
@@ -374,6 +380,7 @@ def ranker_cases_from_playlists(
                 title_vec if cat.title else None,
                 np.array([stage.catalog.index[u] for u in seeds], dtype=np.int64),
                 np.zeros((0, stage.catalog.text.shape[1]), np.float32),
+                title_artists=stage.title_artists(title if cat.title else None),
             )
             hid = np.array([stage.catalog.index[u] for u in hidden], dtype=np.int64)
             cases.append(make_rank_case(stage, q, hid, config.max_seeds))
@@ -456,7 +463,11 @@ def prepare_llara(
     ordered = inter[inter["pid"].isin(set(rank_pids.tolist()))].groupby("pid")["track_uri"]
     ordered = ordered.apply(list)
     train_cases = ranker_cases_from_playlists(
-        stage_a, [ordered[p] for p in rank_pids], title_vecs[rank_rows], config
+        stage_a,
+        [ordered[p] for p in rank_pids],
+        [str(t) for t in train.titles[rank_rows]],
+        title_vecs[rank_rows],
+        config,
     )
     seconds["stage_a"] = time.perf_counter() - t
 
@@ -482,6 +493,7 @@ def prepare_llara(
     rotation = align(stage_a, stage)  # the ranker must read one basis in training and serving
     stage_a.behavior = stage_a.behavior @ rotation
     stage_a.retriever.behavior = stage_a.behavior
+    stage_a.retriever.playlist_vectors = stage_a.retriever.playlist_vectors @ rotation
     for rc in train_cases:
         rc.queries = rc.queries @ rotation
     seconds["stage_full"] = time.perf_counter() - t
@@ -505,7 +517,7 @@ def train_llara(
     """Train every part of LLaRA++ on the training fold and save it to ``out_dir``.
 
     With ``base_model`` (a previous MODEL_DIR) this is the retraining path: features, ALS and
-    projectors are fitted on the new data as usual, and the previous ranker is fine-tuned on
+    the projector are fitted on the new data as usual, and the previous ranker is fine-tuned on
     them — with LoRA adapters on every decoder projection (``config.lora_r``), merged back into
     plain weights before saving, so export and serving see an ordinary ranker. The new ALS
     basis is mapped onto the previous one (Procrustes) inside the ranker's behavior projection.

@@ -1,4 +1,4 @@
-"""One retrieval stage: ALS + projectors + retriever over a catalogue of warm and cold tracks.
+"""One retrieval stage: ALS + track projector + retriever over a catalogue of warm and cold tracks.
 
 Training builds two: one fitted on part of the training playlists (its retrieved candidates
 for the *other* part become the ranker's training cases, so the ranker never sees features
@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import functools
 import logging
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,11 +50,14 @@ class Query:
     extra_seed_artists: np.ndarray = field(  # (m,) their artists' codes (-1: unknown artist)
         default_factory=lambda: np.zeros(0, np.int64)
     )
+    title_artists: np.ndarray = field(  # codes of the artists the title names (Stage.title_artists)
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
 
 
 @dataclass
 class Stage:
-    """Catalogue order, behavior vectors, projectors and the retriever of one fit."""
+    """Catalogue order, behavior vectors, the track projector and the retriever of one fit."""
 
     catalog: Catalog  # reordered: warm first
     n_warm: int
@@ -61,7 +65,6 @@ class Stage:
     behavior: np.ndarray  # (n, f) ALS factors (warm) / projected (cold)
     popularity: np.ndarray  # (n,)
     track_projector: Projector
-    title_projector: Projector
     retriever: Retriever
     report: dict
     fold_in: bool = True  # warm seeds query by ALS fold-in; False: mean of the seeds' vectors
@@ -76,13 +79,32 @@ class Stage:
         """The code of artist ``name`` (compared as :func:`artist_key`), -1 when unknown."""
         return self._artist_lookup.get(artist_key(name), -1) if name else -1
 
+    def title_artists(self, title: str | None) -> np.ndarray:
+        """Codes of the artists a playlist title names, sorted: the artist whose name is the
+        whole title (as :func:`artist_key` compares), else those named by its parts
+        (:func:`title_parts`).
+
+        Playlists are often named after an artist ("Paramore", "Eric Church", "Drake x
+        Future"); the title then votes in the artist source as one more seed by that artist.
+        """
+        lookup = self._artist_lookup
+        whole, parts = title_parts(title)
+        if whole in lookup:
+            return np.array([lookup[whole]], np.int64)
+        return np.array(sorted({lookup[p] for p in parts if p in lookup}), np.int64)
+
     def without_behavior(self) -> Stage:
         """This stage as if no track had a behavior vector (the ``llara++/text-only``
-        ablation): every track's vector is its projected text, as a cold track's is, and the
-        seeds query by the mean of theirs. Co-occurrence, title and artist sources stay."""
+        ablation): every track's vector is its projected text, as a cold track's is, the
+        seeds query by the mean of theirs, and a training playlist's vector (the title query)
+        is the mean of its tracks'. Co-occurrence, title and artist sources stay."""
         behavior = self.track_projector.project(self.catalog.text)
         retriever = copy.copy(self.retriever)  # the same sources over the new vectors
         retriever.behavior = behavior
+        if retriever.playlist_vectors is not None:
+            tracks = retriever.item_playlists.T.tocsr()  # playlist -> warm tracks
+            counts = np.maximum(np.diff(tracks.indptr), 1)[:, None]
+            retriever.playlist_vectors = np.asarray(tracks @ behavior[: self.n_warm]) / counts
         return dataclasses.replace(self, behavior=behavior, retriever=retriever, fold_in=False)
 
     def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
@@ -99,8 +121,8 @@ class Stage:
             if len(stacked):
                 seed_q = stacked.mean(axis=0)
         title_q = None
-        if q.title_vec is not None:
-            title_q = self.title_projector.project(q.title_vec[None, :].astype(np.float32))[0]
+        if q.title_vec is not None and self.retriever.title_vectors is not None:
+            title_q = self.retriever.title_query(q.title_vec)
         return seed_q, title_q, warm
 
     def retrieve(self, q: Query) -> tuple[Retrieved, np.ndarray | None, np.ndarray | None]:
@@ -108,7 +130,7 @@ class Stage:
         seed_artists = None
         if self.retriever.artist_codes is not None:
             seed_artists = np.concatenate(
-                [self.retriever.artist_codes[q.seed_idx], q.extra_seed_artists]
+                [self.retriever.artist_codes[q.seed_idx], q.extra_seed_artists, q.title_artists]
             )
         retrieved = self.retriever.retrieve(
             seed_q, title_q, warm, q.seed_idx, q.title_vec, seed_artists=seed_artists
@@ -140,7 +162,7 @@ def build_stage(
     knn_alpha: float,
     n_candidates: int,
 ) -> Stage:
-    """Fit ALS on ``train``, both projectors, and the retriever over the whole catalogue.
+    """Fit ALS on ``train``, the track projector, and the retriever over the whole catalogue.
 
     Args:
         train: the playlists to fit on.
@@ -165,7 +187,6 @@ def build_stage(
         np.log1p(als.popularity).astype(np.float32),
         projector_config,
     )
-    title_proj, title_report = fit_projector(title_vecs, als.user_factors, None, projector_config)
     cold = track_proj.project(ordered.text[n_warm:])
     n_by_artist, codes, names = 0, None, None
     if artists is not None:
@@ -179,7 +200,9 @@ def build_stage(
         train.matrix.T.tocsr(),
         knn_alpha,
         n_candidates,
+        # stored as float16 with the model: fitted on exactly what is served
         title_vectors=np.asarray(title_vecs, dtype=np.float16).astype(np.float32),
+        playlist_vectors=als.user_factors.astype(np.float16).astype(np.float32),
         artist_codes=codes,
     )
     report = {
@@ -187,7 +210,6 @@ def build_stage(
         "cold_tracks": int(len(order) - n_warm),
         "cold_from_artist": n_by_artist,
         "track_projector": track_report,
-        "title_projector": title_report,
     }
     log.info("stage: %d warm, %d cold tracks", n_warm, len(order) - n_warm)
     return Stage(
@@ -197,7 +219,6 @@ def build_stage(
         behavior,
         popularity,
         track_proj,
-        title_proj,
         retriever,
         report,
         artist_names=names,
@@ -207,6 +228,19 @@ def build_stage(
 def artist_key(name: str) -> str:
     """How artist names are compared: stripped and case-folded."""
     return str(name).strip().casefold()
+
+
+#: where a title splits into parts that may each name an artist ("Drake x Future", "Rock - 80s")
+_TITLE_SPLIT = re.compile(r"[-\u2013\u2014|/:,+&()\[\]•~*!?.]+|\s(?:x|and|ft|feat|featuring|vs)\s")
+
+
+def title_parts(title: str | None) -> tuple[str, set[str]]:
+    """``(whole, parts)``: the :func:`artist_key` of a title and of each part of two
+    characters or more that it splits into at punctuation and at " x ", " and ", " feat " ...:
+    the names it may be made of. ``("", set())`` for no title."""
+    whole = artist_key(title) if title else ""
+    parts = {p.strip() for p in _TITLE_SPLIT.split(whole)} if whole else set()
+    return whole, {p for p in parts if len(p) >= 2 and p != whole}
 
 
 def artist_codes(artists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
