@@ -104,7 +104,8 @@ class Stage:
         if retriever.playlist_vectors is not None:
             tracks = retriever.item_playlists.T.tocsr()  # playlist -> warm tracks
             counts = np.maximum(np.diff(tracks.indptr), 1)[:, None]
-            retriever.playlist_vectors = np.asarray(tracks @ behavior[: self.n_warm]) / counts
+            means = np.asarray(tracks @ behavior[: self.n_warm]) / counts
+            retriever.playlist_vectors = means.astype(np.float32)
         return dataclasses.replace(self, behavior=behavior, retriever=retriever, fold_in=False)
 
     def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
