@@ -465,7 +465,7 @@ def prepare_llara(
     train_cases = ranker_cases_from_playlists(
         stage_a,
         [ordered[p] for p in rank_pids],
-        [str(t) for t in train.titles[rank_rows]],
+        [str_or_none(t) or "" for t in train.titles[rank_rows]],
         title_vecs[rank_rows],
         config,
     )
