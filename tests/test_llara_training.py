@@ -97,7 +97,7 @@ def test_retriever_title_knn_source_votes_the_tracks_of_similar_titles():
         title_neighbours=1,
     )
     none = np.array([], dtype=np.int64)
-    got = r.retrieve(None, None, none, none, title_text=titles[7])
+    got = r.retrieve(None, None, none, none, nearest_titles=r.nearest_titles(titles[7]))
     column = FEATURES.index("title_knn_score")
     held = set(playlists[7].indices.tolist())  # the one nearest title is playlist 7 itself
     voted = {int(c) for c, f in zip(got.candidates, got.features, strict=True) if f[column] > 0}
@@ -143,9 +143,11 @@ def test_retriever_title_query_is_the_nearest_titles_playlist_vectors():
     sims = titles @ titles[7]
     near = np.argsort(-sims)[:2]  # playlist 7 itself and the next nearest title
     w = np.maximum(sims[near], 0) ** r.title_query_power
-    np.testing.assert_allclose(r.title_query(titles[7]), w @ vectors[near] / w.sum(), rtol=1e-5)
-    assert r.title_query(np.zeros(8, np.float32)) is None  # no title near: no query
-    assert Retriever(*args, title_vectors=titles).title_query(titles[7]) is None
+    got = r.title_query(r.nearest_titles(titles[7]))
+    np.testing.assert_allclose(got, w @ vectors[near] / w.sum(), rtol=1e-5)
+    assert r.title_query(r.nearest_titles(np.zeros(8, np.float32))) is None  # none near
+    plain = Retriever(*args, title_vectors=titles)
+    assert plain.title_query(plain.nearest_titles(titles[7])) is None
     with pytest.raises(ValueError, match="playlist_vectors"):
         Retriever(*args, title_vectors=titles, playlist_vectors=vectors[:, :3])
 

@@ -230,26 +230,27 @@ class Retriever:
         held = np.flatnonzero(votes)  # only the seeds' playlists vote
         return row_votes(self._playlist_items, held, votes[held], self.n_warm) * self._knn_scale
 
-    def _nearest_titles(self, title_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, cosines)`` of the ``title_neighbours`` training titles nearest the title,
-        negative cosines as 0."""
+    def nearest_titles(self, title_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, cosines)`` of the ``title_neighbours`` training titles nearest the title
+        (its MiniLM vector), negative cosines as 0: what both title sources read."""
         sims = self.title_vectors @ title_text
         k = min(self.title_neighbours, len(sims))
         near = np.argpartition(-sims, k - 1)[:k]
         return near, np.maximum(sims[near], 0.0)
 
-    def title_knn_scores(self, title_text: np.ndarray) -> np.ndarray:
-        """(n_warm,) votes of the training playlists with the nearest titles."""
-        near, sims = self._nearest_titles(title_text)
+    def title_knn_scores(self, nearest: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """(n_warm,) votes of the training playlists with the nearest titles
+        (:meth:`nearest_titles`)."""
+        near, sims = nearest
         return row_votes(self._playlist_items, near, sims**self.title_power, self.n_warm)
 
-    def title_query(self, title_text: np.ndarray) -> np.ndarray | None:
+    def title_query(self, nearest: tuple[np.ndarray, np.ndarray]) -> np.ndarray | None:
         """(f,) the title's behavior-space query: the mean of the nearest titles' playlist
-        vectors, weighted by ``cosine ** title_query_power``; None without playlist vectors or
-        when no title is near."""
+        vectors (:meth:`nearest_titles`), weighted by ``cosine ** title_query_power``; None
+        without playlist vectors or when no title is near."""
         if self.playlist_vectors is None:
             return None
-        near, sims = self._nearest_titles(title_text)
+        near, sims = nearest
         weights = sims**self.title_query_power
         if weights.sum() <= 0:
             return None
@@ -268,7 +269,7 @@ class Retriever:
         title_query: np.ndarray | None,
         warm_seeds: np.ndarray,
         exclude: np.ndarray,
-        title_text: np.ndarray | None = None,
+        nearest_titles: tuple[np.ndarray, np.ndarray] | None = None,
         seed_artists: np.ndarray | None = None,
     ) -> Retrieved:
         """Fuse the sources for one case.
@@ -278,7 +279,7 @@ class Retriever:
             title_query: (f,) behavior-space query of the title, or None.
             warm_seeds: catalogue indices of warm seeds (item-kNN).
             exclude: catalogue indices never returned (the seeds).
-            title_text: (text_dim,) MiniLM vector of the title (title-kNN), or None.
+            nearest_titles: :meth:`nearest_titles` of the title (title-kNN), or None.
             seed_artists: artist code of every seed, in the catalogue or not (-1: unknown
                 artist), or None: the artist source.
         """
@@ -289,8 +290,8 @@ class Retriever:
         title_s = next(dense) if title_query is not None else None
         knn_s = self.knn_scores(warm_seeds) if warm_seeds.size else None
         tknn_s = None
-        if title_text is not None and self.title_vectors is not None:
-            tknn_s = self.title_knn_scores(title_text)
+        if nearest_titles is not None:
+            tknn_s = self.title_knn_scores(nearest_titles)
         artist_s = None
         if seed_artists is not None and len(seed_artists) and self.artist_codes is not None:
             artist_s = self.artist_scores(np.asarray(seed_artists, dtype=np.int64))

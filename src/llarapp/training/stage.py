@@ -108,33 +108,31 @@ class Stage:
             retriever.playlist_vectors = means.astype(np.float32)
         return dataclasses.replace(self, behavior=behavior, retriever=retriever, fold_in=False)
 
-    def queries(self, q: Query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-        """(seed query, title query, warm seed indices) in behavior space."""
+    def seed_query(self, q: Query) -> tuple[np.ndarray | None, np.ndarray]:
+        """(seed query in behavior space, warm seed indices)."""
         warm = q.seed_idx[q.seed_idx < self.n_warm]
-        seed_q = None
         if warm.size and self.fold_in:
-            seed_q = self.als.user_vector(warm)
-        else:
-            vecs = [self.behavior[q.seed_idx]]
-            if len(q.extra_seed_text):
-                vecs.append(self.track_projector.project(q.extra_seed_text))
-            stacked = np.concatenate(vecs)
-            if len(stacked):
-                seed_q = stacked.mean(axis=0)
-        title_q = None
-        if q.title_vec is not None and self.retriever.title_vectors is not None:
-            title_q = self.retriever.title_query(q.title_vec)
-        return seed_q, title_q, warm
+            return self.als.user_vector(warm), warm
+        vecs = [self.behavior[q.seed_idx]]
+        if len(q.extra_seed_text):
+            vecs.append(self.track_projector.project(q.extra_seed_text))
+        stacked = np.concatenate(vecs)
+        return (stacked.mean(axis=0) if len(stacked) else None), warm
 
     def retrieve(self, q: Query) -> tuple[Retrieved, np.ndarray | None, np.ndarray | None]:
-        seed_q, title_q, warm = self.queries(q)
+        """The retrieved candidates, the seed query and the title query (behavior space)."""
+        seed_q, warm = self.seed_query(q)
+        nearest = title_q = None
+        if q.title_vec is not None and self.retriever.title_vectors is not None:
+            nearest = self.retriever.nearest_titles(q.title_vec)  # both title sources read it
+            title_q = self.retriever.title_query(nearest)
         seed_artists = None
         if self.retriever.artist_codes is not None:
             seed_artists = np.concatenate(
                 [self.retriever.artist_codes[q.seed_idx], q.extra_seed_artists, q.title_artists]
             )
         retrieved = self.retriever.retrieve(
-            seed_q, title_q, warm, q.seed_idx, q.title_vec, seed_artists=seed_artists
+            seed_q, title_q, warm, q.seed_idx, nearest, seed_artists=seed_artists
         )
         return retrieved, seed_q, title_q
 
