@@ -302,27 +302,16 @@ class ServingEngine:
                     f"payload.{name}: vectors of size {vec.shape[-1]}; expected {self.text_dim}",
                     400,
                 )
-        artists = _as_array(payload, "seed_artists", np.int64, 1, optional=True)
-        if artists is None:  # a payload from before artist codes: the artists are unknown
-            artists = np.full(len(seed_text), -1, np.int64)
-        n_artists = 0 if self.stage.artist_names is None else len(self.stage.artist_names)
-        if len(artists) != len(seed_text) or (artists.size and artists.min() < -1):
+        # absent keys: a payload from an older encoder (seed artists unknown, none named)
+        unknown = np.full(len(seed_text), -1, np.int64)
+        artists = self._artist_codes(payload, "seed_artists", unknown, lowest=-1)
+        if len(artists) != len(seed_text):
             raise RequestError(
                 f"payload.seed_artists: {len(artists)} codes for {len(seed_text)} seed_text "
-                "rows; expected one per row, each an artist code or -1 for an unknown artist",
+                "rows; expected one per row (-1 for an unknown artist)",
                 400,
             )
-        if artists.size and artists.max() >= n_artists:
-            raise RequestError(
-                f"payload.seed_artists: artist codes must be in [-1, {n_artists})", 400
-            )
-        title_artists = _as_array(payload, "title_artists", np.int64, 1, optional=True)
-        if title_artists is None:  # a payload from before title artists: none named
-            title_artists = np.zeros(0, np.int64)
-        if title_artists.size and (title_artists.min() < 0 or title_artists.max() >= n_artists):
-            raise RequestError(
-                f"payload.title_artists: artist codes must be in [0, {n_artists})", 400
-            )
+        title_artists = self._artist_codes(payload, "title_artists", np.zeros(0, np.int64), 0)
         query = Query(title_vec, seed_idx, seed_text, artists, title_artists)
         retrieved, _, _ = self.stage.retrieve(query)
         return {
@@ -331,6 +320,21 @@ class ServingEngine:
             "features": retrieved.features,
             "rank_seed_idx": seed_idx[-self.max_seeds :],  # as make_rank_case keeps them
         }
+
+    def _artist_codes(
+        self, payload: dict[str, Any], key: str, default: np.ndarray, lowest: int
+    ) -> np.ndarray:
+        """The artist codes ``payload[key]`` (``default`` when absent), each checked to lie in
+        ``[lowest, number of artists)``."""
+        codes = _as_array(payload, key, np.int64, 1, optional=True)
+        if codes is None:
+            return default
+        n_artists = 0 if self.stage.artist_names is None else len(self.stage.artist_names)
+        if codes.size and (codes.min() < lowest or codes.max() >= n_artists):
+            raise RequestError(
+                f"payload.{key}: artist codes must be in [{lowest}, {n_artists})", 400
+            )
+        return codes
 
     def rank(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Candidates -> the response: the ranked top k, seeds never included (step 3)."""
