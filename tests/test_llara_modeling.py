@@ -416,8 +416,8 @@ def test_backbone_validation(overrides: dict, pattern: str) -> None:
 def test_load_minilm_backbone_copies_the_packaged_weights() -> None:
     from safetensors.torch import load_file
 
-    from llarapp.features.text import model_path
     from llarapp.models.llara import load_minilm_backbone, minilm_backbone_config
+    from llarapp.text import model_path
 
     backbone = minilm_backbone_config(model_path())
     assert (backbone["hidden_size"], backbone["num_hidden_layers"]) == (384, 6)

@@ -11,13 +11,9 @@ import pytest
 from llarapp.data.dataset import Track
 from llarapp.data.ingest import ingest
 from llarapp.data.synth import generate
-from llarapp.features.text import (
-    DIM,
-    KEY_PREFIXES,
-    TextEncoder,
-    embed_dataset,
-    feature_encoder_dir,
-)
+from llarapp.features.text import embed_dataset
+from llarapp.text import DIM, TextEncoder, feature_encoder_dir
+from llarapp.text.encoder import KEY_PREFIXES
 
 
 class _NoModel:

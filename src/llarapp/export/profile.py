@@ -27,7 +27,7 @@ def profile_ops(
     """
     import onnxruntime as ort
 
-    from llarapp.export.runtime import session_options
+    from llarapp.text import session_options
 
     if not feeds:
         raise ValueError(f"profile_ops({path}): no feeds to run")

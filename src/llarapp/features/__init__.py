@@ -1,1 +1,1 @@
-"""Features: MiniLM text vectors and ALS behavior vectors."""
+"""Features: the text-embedding stage (MiniLM vectors of tracks and titles)."""

@@ -208,7 +208,7 @@ class TitleKNN(Recommender):
     @property
     def encoder(self):
         if self._encoder is None:
-            from llarapp.features.text import TextEncoder, default_cache_dir
+            from llarapp.text import TextEncoder, default_cache_dir
 
             self._encoder = TextEncoder(default_cache_dir(), progress=False)
         return self._encoder

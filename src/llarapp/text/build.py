@@ -1,4 +1,4 @@
-"""Export the MiniLM text encoder to ONNX and quantize it, keeping cosine >= 0.99 with fp32.
+"""The ONNX build of MiniLM: export to ONNX and quantize, keeping cosine >= 0.99 with fp32.
 
 The exported graph is the whole sentence-transformers pipeline after tokenisation: BERT, mean
 pooling over the attention mask and L2 normalisation, so a server only tokenises and runs it.
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llarapp.export.runtime import OnnxTextEncoder, session_options
+from llarapp.text.minilm import model_path
+from llarapp.text.runtime import OnnxTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,6 @@ def load_bert(model_dir: Path | None = None) -> tuple[nn.Module, int]:
     """The bundled MiniLM as a plain ``transformers`` model (eager attention) and its max length."""
     from transformers import AutoModel
 
-    from llarapp.features.text import model_path
-
     model_dir = Path(model_dir or model_path())
     bert = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
     return bert, max_seq_length(model_dir)
@@ -119,7 +118,7 @@ def export_encoder_fp32(path: Path, model_dir: Path | None = None, opset: int = 
             output_names=list(ENCODER_OUTPUTS),
             dynamic_shapes=shapes,
             external_data=False,
-            verbose=False,  # no progress prints: text features build this on first use
+            verbose=False,  # no progress prints: TextEncoder builds this on first use
         )
     program.save(str(path), external_data=False)
     return path
@@ -209,8 +208,6 @@ def export_encoder(
         threads: ``intra_op_num_threads`` of the checking sessions.
         min_cosine: Cosine with fp32 a quantized encoder must keep on every check text.
     """
-    from llarapp.features.text import model_path
-
     if not check_texts:
         raise ValueError("export_encoder: check_texts is empty; expected some texts to compare")
     out_dir = Path(out_dir)
@@ -290,8 +287,6 @@ def export_feature_encoder(out_dir: Path | str, model_dir: Path | None = None) -
     import json
     import tempfile
 
-    from llarapp.features.text import model_path
-
     out_dir = Path(out_dir)
     src = Path(model_dir or model_path())
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -339,5 +334,4 @@ __all__ = [
     "export_encoder_fp32",
     "export_feature_encoder",
     "quantize_encoder",
-    "session_options",
 ]
