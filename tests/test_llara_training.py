@@ -16,9 +16,7 @@ from llarapp.models.projector import ProjectorConfig, fit_projector
 from llarapp.models.retriever import FEATURES, Retriever
 from llarapp.training.llara import (
     LlaraTrainConfig,
-    RankerBatcher,
     p_hybrid,
-    rank_scores,
     train_llara,
 )
 
@@ -153,7 +151,7 @@ def test_retriever_title_query_is_the_nearest_titles_playlist_vectors():
 
 
 def test_title_names_artists_whole_title_first():
-    from llarapp.training.stage import Stage, title_parts
+    from llarapp.models.llarapp import Stage, title_parts
 
     assert title_parts(" Paramore \u2013 Paramore ") == ("paramore \u2013 paramore", {"paramore"})
     assert title_parts("Drake x Future")[1] == {"drake", "future"}
@@ -176,8 +174,8 @@ def test_artist_codes_fold_case_and_leave_missing_artists_unknown():
 
 def test_case_ndcg_matches_the_metric_for_any_blend():
     from llarapp.evaluation.metrics import ndcg
+    from llarapp.models.llarapp import Query
     from llarapp.training.llara import CaseNDCG, RankCase
-    from llarapp.training.stage import Query
 
     rng = np.random.default_rng(7)
     cases = []
@@ -231,13 +229,13 @@ def test_a_model_from_before_playlist_vectors_asks_to_be_retrained(tiny, tmp_pat
 @pytest.mark.integration
 def test_serving_path_matches_the_ranker_forward(tiny):
     data, split_dir, _, model = tiny
-    batcher = RankerBatcher(model.stage, LlaraTrainConfig.from_dict(model.config))
     for ec in load_cases(data, split_dir, "test")[:5]:
-        rc = model.rank_case(ec.case)
+        cands = model.candidates(ec.case)
+        inputs = model.ranker_inputs([cands], full=True)
         with torch.inference_mode():
-            forward = rank_scores(model.ranker, batcher.batch([rc], model.hybrid))[0].numpy()
-        fast = model.candidate_scores(rc.title_vec, rc.seed_idx, rc.candidates, rc.features)
-        np.testing.assert_allclose(fast, forward, rtol=1e-5, atol=1e-5)
+            forward = model.ranker(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+        fast = model.ranker_scores(cands)
+        np.testing.assert_allclose(fast, forward.scores[0].numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.integration
@@ -256,7 +254,7 @@ def test_cold_and_unknown_tracks(tiny):
     }
     assert all_recs & set(stage.catalog.uris[stage.n_warm :].tolist()), "cold tracks reachable"
     code = int(stage.retriever.artist_codes[0])  # a new track by a warm track's artist
-    rc = model.rank_case(Case(title=None, seeds=(Track("New Single", stage.artist_names[code]),)))
+    rc = model.candidates(Case(title=None, seeds=(Track("New Single", stage.artist_names[code]),)))
     credited = rc.candidates[rc.features[:, FEATURES.index("artist_score")] == 1.0]
     assert 0 in credited and (stage.retriever.artist_codes[credited] == code).all()
 

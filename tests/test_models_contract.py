@@ -161,3 +161,42 @@ def test_load_refuses_unknown_folder(tmp_path):
     (tmp_path / "model.json").write_text('{"name": "nope"}')
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         Recommender.load(tmp_path)
+
+
+class TestLlaraPP(RecommenderContract):
+    """LLaRA++ fitted through the training entry point (``LlaraPP.fit`` -> ``fit_trainset``)
+    with the tiny config, ALS and candidates shrunk to the 20-track set."""
+
+    @classmethod
+    def make(cls):
+        import dataclasses
+
+        from tiny_model import TINY
+
+        import llarapp.training.llara  # noqa: F401 (sets LlaraPP.trainer)
+        from llarapp.config import ALSConfig
+        from llarapp.models.llarapp import LlaraPP
+
+        config = dataclasses.replace(
+            TINY,
+            als=ALSConfig(factors=4, iterations=10, regularization=0.1, bm25=False),
+            n_candidates=20,
+            rank_share=0.5,
+        )
+        return LlaraPP(config.to_dict())
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model(cls, tmp_path_factory):
+        tracking = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", tracking)
+            return cls.make().fit(known_answer_set())
+
+
+def test_llara_fit_without_the_training_code_says_how(monkeypatch):
+    from llarapp.models.llarapp import LlaraPP
+
+    monkeypatch.setattr(LlaraPP, "trainer", None)
+    with pytest.raises(RuntimeError, match=r"import llarapp\.training\.llara"):
+        LlaraPP({}).fit(known_answer_set())

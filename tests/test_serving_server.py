@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llarapp.data.names import write_track_names
+from llarapp.data.dataset import Case
 from llarapp.serving.client import post_json, start_server, stop_server, wait_ready
 from llarapp.serving.request import parse_recommend
 from llarapp.serving.store import read_feedback
@@ -28,14 +28,14 @@ TOO_MANY_SEEDS = ('{"name": "x", "tracks": [' + ",".join([SEED] * 101) + "]}").e
 
 @pytest.fixture(scope="module")
 def served(tiny, tmp_path_factory):
-    """(model_dir copy with track names, engine, a valid case with title and seeds)."""
+    """(model_dir copy (its track names saved with it), engine, a valid case with title and
+    seeds)."""
     from llarapp.data.dataset import load_cases
     from llarapp.serving.engine import ServingEngine
 
     data_dir, split_dir, model_dir, _ = tiny
     copy = tmp_path_factory.mktemp("served") / "model"
     shutil.copytree(model_dir, copy)
-    write_track_names(copy, data_dir / "tracks.parquet")
     engine = ServingEngine.load(str(copy))
     cases = load_cases(data_dir, split_dir, "valid")
     case = next(ec.case for ec in cases if ec.case.title and len(ec.case.seeds) >= 2)
@@ -65,16 +65,27 @@ def test_engine_matches_the_model(served):
 def test_engine_ranker_inputs_match_the_training_batcher(served):
     _, engine, case = served
     payload = engine.retrieve(engine.encode(parse_recommend(_body(case))))
-    rc = engine.model.rank_case(case)
-    args = (payload["title_vec"], payload["rank_seed_idx"], payload["candidates"])
-    ours = engine.ranker_inputs(*args, payload["features"], full=True)
-    from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
+    cands = engine.model.candidates(case)
+    np.testing.assert_array_equal(payload["candidates"], cands.candidates)
+    np.testing.assert_array_equal(payload["rank_seed_idx"], cands.rank_seed_idx)
+    ours = engine.model.ranker_inputs([cands], full=True)
+    from llarapp.training.llara import LlaraTrainConfig, RankCase, RankerBatcher
 
     batcher = RankerBatcher(engine.stage, LlaraTrainConfig.from_dict(engine.model.config))
+    rc = RankCase(
+        cands.query.title_vec,
+        cands.rank_seed_idx,
+        cands.candidates,
+        cands.features,
+        np.zeros(0, np.int64),
+        np.zeros((2, 1)),
+        np.ones(2),
+        cands.query,
+    )
     ref = batcher.batch([rc], engine.hybrid)
     for name, value in ours.items():
         np.testing.assert_allclose(value, ref[name].numpy(), atol=1e-6, err_msg=name)
-    served = engine.ranker_inputs(*args, payload["features"])  # candidate tokens -> vectors
+    served = engine.model.ranker_inputs([cands])  # candidate tokens -> vectors
     assert "cand_text" not in served
     want = engine.model.ranker.candidate_vectors(
         ref["cand_text"], ref["cand_behavior"], ref["cand_use_behavior"]
@@ -85,19 +96,16 @@ def test_engine_ranker_inputs_match_the_training_batcher(served):
 def test_engine_scores_match_the_ranker_forward(served):
     _, engine, case = served
     assert engine.ranker_backend == "torch"
-    for body in (_body(case), {"name": "summer"}):
-        p = engine.retrieve(engine.encode(parse_recommend(body)))
-        args = (p["title_vec"], p["rank_seed_idx"], p["candidates"], p["features"])
-        import torch
+    import torch
 
+    for body in (_body(case), {"name": "summer"}):
+        cands = engine.model.candidates(
+            Case(body.get("name"), case.seeds if "tracks" in body else ())
+        )
         with torch.inference_mode():
-            forward = engine.model.ranker(
-                **{
-                    k: torch.from_numpy(v)
-                    for k, v in engine.ranker_inputs(*args, full=True).items()
-                }
-            )
-        np.testing.assert_allclose(engine.score(*args), forward.scores[0].numpy(), atol=1e-4)
+            inputs = engine.model.ranker_inputs([cands], full=True)
+            forward = engine.model.ranker(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+        np.testing.assert_allclose(engine.score(cands), forward.scores[0].numpy(), atol=1e-4)
 
 
 def test_engine_name_only_seed_is_matched_and_excluded(served):

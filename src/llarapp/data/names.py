@@ -70,24 +70,43 @@ class TrackNames:
         self.uris = uris
 
     @classmethod
-    def load(cls, model_dir: Path | str, catalogue: np.ndarray) -> TrackNames:
-        """Names for ``catalogue`` (the model's URIs) from ``model_dir``, empty if absent."""
+    def from_table(cls, table: pa.Table, catalogue: np.ndarray) -> TrackNames:
+        """Names for ``catalogue`` (the model's URIs) from a table with the columns
+        ``track_uri``, ``track_name``, ``artist_name``; rows outside the catalogue are ignored."""
+        missing = [c for c in _COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"track names: columns {missing} missing; expected {_COLUMNS}")
         n = len(catalogue)
         names = np.full(n, "", dtype=object)
         artists = np.full(n, "", dtype=object)
+        df = table.select(_COLUMNS).to_pandas()
+        index = {u: i for i, u in enumerate(catalogue.tolist())}
+        rows = np.asarray([index.get(u, -1) for u in df["track_uri"].tolist()], dtype=np.int64)
+        ok = rows >= 0
+        names[rows[ok]] = df["track_name"].fillna("").to_numpy(dtype=object)[ok]
+        artists[rows[ok]] = df["artist_name"].fillna("").to_numpy(dtype=object)[ok]
+        log.info("track names: %d of %d catalogue tracks named", int(ok.sum()), n)
+        return cls(catalogue, names, artists)
+
+    @classmethod
+    def load(cls, model_dir: Path | str, catalogue: np.ndarray) -> TrackNames:
+        """Names for ``catalogue`` (the model's URIs) from ``model_dir``, empty if absent."""
         path = Path(model_dir) / TRACK_NAMES_FILE
         if path.is_file():
-            df = pq.read_table(path, columns=_COLUMNS).to_pandas()
-            index = {u: i for i, u in enumerate(catalogue.tolist())}
-            rows = [index.get(u, -1) for u in df["track_uri"].tolist()]
-            rows = np.asarray(rows, dtype=np.int64)
-            ok = rows >= 0
-            names[rows[ok]] = df["track_name"].fillna("").to_numpy(dtype=object)[ok]
-            artists[rows[ok]] = df["artist_name"].fillna("").to_numpy(dtype=object)[ok]
-            log.info("track names: %d of %d catalogue tracks named", int(ok.sum()), n)
-        else:
-            log.warning("%s missing: responses carry URIs only, seeds match by URI only", path)
-        return cls(catalogue, names, artists)
+            return cls.from_table(pq.read_table(path, columns=_COLUMNS), catalogue)
+        log.warning("%s missing: responses carry URIs only, seeds match by URI only", path)
+        empty = pa.table({c: pa.array([], pa.string()) for c in _COLUMNS})
+        return cls.from_table(empty, catalogue)
+
+    def to_table(self) -> pa.Table:
+        """The names as a table (what :func:`write_track_names` takes)."""
+        return pa.table(
+            {
+                "track_uri": pa.array(self.uris.astype(str)),
+                "track_name": pa.array(self.track_name.astype(str)),
+                "artist_name": pa.array(self.artist_name.astype(str)),
+            }
+        )
 
     def lookup(self, track_name: str, artist_name: str) -> np.ndarray:
         """Catalogue indices whose name and artist match (empty when none)."""

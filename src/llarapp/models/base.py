@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
 _REGISTRY: dict[str, type[Recommender]] = {}
-_LAZY = {"llara++": "llarapp.models.llarapp_model"}
+_LAZY = {"llara++": "llarapp.models.llarapp.model"}
 
 
 class Recommender(ABC):

@@ -302,8 +302,9 @@ class Retriever:
                 continue
             # the excluded never make a list: dense scores -inf, sparse votes 0 (no vote)
             scores[exclude[exclude < len(scores)]] = -np.inf if j < 2 else 0.0
-            if j < 2:
-                tops.append(top_n(scores, N))
+            if j < 2:  # the excluded stay out even when N reaches the whole catalogue
+                top = top_n(scores, N)
+                tops.append(top[np.isfinite(scores[top])])
                 continue
             among = np.flatnonzero(scores > 0)
             if j == ARTIST:  # an artist's tracks: the more popular first

@@ -1,5 +1,10 @@
 """The three serving steps — encode, retrieve, rank — over one loaded LLaRA++ model.
 
+:class:`ServingEngine` is an adapter: it checks payloads, turns them into the typed steps of
+:mod:`llarapp.models.llarapp` (``LlaraPP.encode`` / ``retrieve`` / ``rank``, exactly what
+``LlaraPP.recommend`` and so the benchmark and the gate run) and back, and picks the text
+encoder and ranker backends (ONNX when exported, else PyTorch).
+
 The KServe model servers (``kserve/llarapp_kserve``) are thin wrappers around these steps; the
 library itself never imports kserve. Steps pass a *payload* (a dict) from one to the next, as
 the InferenceGraph ``Sequence`` passes each step's response to the next step. In one process
@@ -36,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from llarapp.data.names import TrackNames
+from llarapp.data.dataset import Case
+from llarapp.models.llarapp import Candidates, Query
 from llarapp.serving.request import RecommendRequest, RequestError
 
 log = logging.getLogger(__name__)
@@ -84,9 +90,9 @@ def _minilm_encode_fn(model_dir: Path):
     """The exported ONNX text encoder when there is one, else the features' own encoder."""
     if (model_dir / ONNX_MANIFEST).is_file():
         try:
-            from llarapp.export import OnnxTextEncoder
+            from llarapp.export import load_text_encoder
 
-            enc = OnnxTextEncoder.from_manifest(model_dir)
+            enc = load_text_encoder(model_dir)
             log.info("encoder: ONNX (%s)", model_dir / ONNX_MANIFEST)
             return enc.encode, "onnx"
         except (ImportError, KeyError, FileNotFoundError) as exc:
@@ -95,7 +101,7 @@ def _minilm_encode_fn(model_dir: Path):
                 ONNX_MANIFEST,
                 exc,
             )
-    from llarapp.features.text import TextEncoder
+    from llarapp.text import TextEncoder
 
     enc = TextEncoder(cache_dir=None, progress=False)  # the vectors training embedded with
     enc.embed(["warm up"])  # load the model now, not on the first request
@@ -118,7 +124,7 @@ def _as_array(payload: dict, key: str, dtype, ndim: int, optional: bool = False)
 
 
 class ServingEngine:
-    """Encode / retrieve / rank over a loaded :class:`~llarapp.models.llarapp_model.LlaraPP`.
+    """Encode / retrieve / rank over a loaded :class:`~llarapp.models.llarapp.LlaraPP`.
 
     Args:
         model: the loaded model.
@@ -153,11 +159,9 @@ class ServingEngine:
         self.max_seeds = int(model.config.get("max_seeds", 50))
         self.hybrid = bool(model.hybrid)
         self.uris = stage.catalog.uris
-        self.index = stage.catalog.index
-        self.names = TrackNames.load(self.model_dir, self.uris)
+        self.names = model.names
         self._uri_list = self.uris.astype(object)  # Python str per track, built once
-        tiebreak = model._tiebreak
-        self.pop_order = np.argsort(-tiebreak, kind="stable")
+        self.pop_order = model.pop_order
         self.text_backend = self.ranker_backend = None
         if "encode" in self.steps:
             fn, self.text_backend = _minilm_encode_fn(self.model_dir)
@@ -200,97 +204,40 @@ class ServingEngine:
                 self._onnx_inputs = {i.name for i in self._session.get_inputs()}
             self.ranker_backend = "onnx"
             log.info("ranker: ONNX (%s graph)", "serving" if self._serving else "full")
-        # gathered per request; contiguous float32 for fast fancy indexing
-        self._text = np.ascontiguousarray(self.stage.catalog.text, dtype=np.float32)
-        self._behavior = np.ascontiguousarray(self.stage.behavior, dtype=np.float32)
         if self._session is None:  # the catalogue's candidate vectors, once, here
-            self._cand_vectors = self.model.catalog_vectors.numpy()
+            _ = self.model.catalog_vectors
         if self.ranker_backend is None:
             self.ranker_backend = "torch"
         log.info("ranker: %s", self.ranker_backend)
 
-    def ranker_inputs(
-        self,
-        title_vec: np.ndarray | None,
-        seed_idx: np.ndarray,
-        cands: np.ndarray,
-        feats,
-        full: bool = False,
-    ) -> dict[str, np.ndarray]:
-        """Batch-of-one ranker inputs, as ``RankerBatcher.batch`` builds them (no labels): the
-        ranker ``forward``'s with ``full`` or the full ONNX graph, else the serving graph's
-        (precomputed ``cand_vectors`` in place of the candidate tokens)."""
-        use = np.float32(1.0 if self.hybrid else 0.0)
-        S, N = len(seed_idx), len(cands)
-        title = np.zeros((1, self.text_dim), np.float32)
-        if title_vec is not None:
-            title[0] = title_vec
-        inputs = {
-            "title_vec": title,
-            "title_mask": np.array([0.0 if title_vec is None else 1.0], np.float32),
-            "seed_text": self._text[seed_idx][None],
-            "seed_behavior": self._behavior[seed_idx][None],
-            "seed_use_behavior": np.full((1, S), use, np.float32),
-            "seed_mask": np.ones((1, S), np.float32),
-            "cand_features": np.ascontiguousarray(feats, dtype=np.float32)[None],
-            "cand_mask": np.ones((1, N), np.float32),
-        }
-        if full or self._session is not None:
-            inputs["cand_text"] = self._text[cands][None]
-            inputs["cand_behavior"] = self._behavior[cands][None]
-            inputs["cand_use_behavior"] = np.full((1, N), use, np.float32)
-        else:
-            inputs["cand_vectors"] = self._cand_vectors[cands][None]
-        return inputs
-
-    def score(self, title_vec, seed_idx, cands, feats) -> np.ndarray:
-        """(N,) ranker scores of one case."""
+    def score(self, cands: Candidates) -> np.ndarray:
+        """(N,) ranker scores of one case's candidates, by this engine's ranker backend."""
         if self._serving is not None:
-            inputs = self.ranker_inputs(title_vec, seed_idx, cands, feats)
+            inputs = self.model.ranker_inputs([cands])
             return np.asarray(self._serving.run(None, inputs)[0][0], dtype=np.float32)
         if self._session is not None:
-            inputs = self.ranker_inputs(title_vec, seed_idx, cands, feats)
+            inputs = self.model.ranker_inputs([cands], full=True)
             feeds = {k: v for k, v in inputs.items() if k in self._onnx_inputs}
             return np.asarray(self._session.run(None, feeds)[0][0], dtype=np.float32)
-        return self.model.candidate_scores(title_vec, seed_idx, cands, feats)
+        return self.model.ranker_scores(cands)
 
     # ------------------------------------------------------------------ steps
     def encode(self, request: RecommendRequest) -> dict[str, Any]:
-        """Request -> title / seed vectors and catalogue indices (step 1)."""
-        known: list[int] = []
-        exclude: list[int] = []
-        unknown_texts: list[str] = []
-        unknown_artists: list[int] = []
-        for t in request.tracks:
-            idx = self.index.get(t.track_uri) if t.track_uri else None
-            if idx is not None:
-                known.append(idx)
-                exclude.append(idx)
-                continue
-            same = self.names.lookup(t.track_name, t.artist_name)
-            if len(same):  # named like a catalogue track: that track (most popular of them)
-                known.append(int(same[np.argmax(self.model._tiebreak[same])]))
-                exclude.extend(same.tolist())
-            else:
-                unknown_texts.append(t.text)
-                unknown_artists.append(self.stage.artist_code(t.artist_name))
-        texts = ([request.name] if request.name else []) + unknown_texts
-        vecs = self.texts.encode(texts, self.text_dim)
-        title_vec = vecs[0] if request.name else None
+        """Request -> title / seed vectors and catalogue indices (step 1, ``LlaraPP.encode``)."""
+        case = Case(title=request.name, seeds=request.tracks)
+        q = self.model.encode(case, lambda texts: self.texts.encode(texts, self.text_dim))
         return {
             "request": request.to_dict(),
-            "title_vec": title_vec,
-            "seed_idx": np.array(list(dict.fromkeys(known)), dtype=np.int64),
-            "seed_text": vecs[1:] if request.name else vecs,
-            "seed_artists": np.array(unknown_artists, dtype=np.int64),
-            "title_artists": self.stage.title_artists(request.name),
-            "exclude_idx": np.unique(np.array(exclude, dtype=np.int64)),
+            "title_vec": q.title_vec,
+            "seed_idx": q.seed_idx,
+            "seed_text": q.extra_seed_text,
+            "seed_artists": q.extra_seed_artists,
+            "title_artists": q.title_artists,
+            "exclude_idx": q.exclude_idx,
         }
 
     def retrieve(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Vectors -> top-N candidates with retriever features (step 2)."""
-        from llarapp.training.stage import Query
-
+        """Vectors -> top-N candidates with retriever features (step 2, ``LlaraPP.retrieve``)."""
         title_vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
         seed_idx = self._indices(payload, "seed_idx")
         seed_text = _as_array(payload, "seed_text", np.float32, 2, optional=True)
@@ -312,13 +259,14 @@ class ServingEngine:
                 400,
             )
         title_artists = self._artist_codes(payload, "title_artists", np.zeros(0, np.int64), 0)
-        query = Query(title_vec, seed_idx, seed_text, artists, title_artists)
-        retrieved, _, _ = self.stage.retrieve(query)
+        exclude = self._indices(payload, "exclude_idx", optional=True)
+        query = Query(title_vec, seed_idx, seed_text, artists, title_artists, exclude)
+        cands = self.model.retrieve(query)
         return {
             **payload,
-            "candidates": retrieved.candidates,
-            "features": retrieved.features,
-            "rank_seed_idx": seed_idx[-self.max_seeds :],  # as make_rank_case keeps them
+            "candidates": cands.candidates,
+            "features": cands.features,
+            "rank_seed_idx": cands.rank_seed_idx,
         }
 
     def _artist_codes(
@@ -337,7 +285,8 @@ class ServingEngine:
         return codes
 
     def rank(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Candidates -> the response: the ranked top k, seeds never included (step 3)."""
+        """Candidates -> the response: the ranked top k, seeds never included (step 3,
+        ``LlaraPP.rank``)."""
         request = payload.get("request") or {}
         k = request.get("k", 50)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -357,23 +306,10 @@ class ServingEngine:
             )
         exclude = self._indices(payload, "exclude_idx", optional=True)
         seeds_all = self._indices(payload, "seed_idx", optional=True)
-        exclude = np.union1d(exclude, seeds_all)
-        if len(cands):
-            scores = self.score(title_vec, seed_idx, cands, feats)
-            order = np.argsort(-scores[: len(cands)], kind="stable")
-            ranked, ranked_scores = cands[order], scores[order]
-            keep = ~np.isin(ranked, exclude)
-            ranked, ranked_scores = ranked[keep][:k], ranked_scores[keep][:k]
-        else:
-            ranked, ranked_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-        if len(ranked) < k:  # popularity fill, below every ranked score
-            need = k - len(ranked)
-            head = self.pop_order[: need + len(exclude) + len(cands)]
-            head = head[~np.isin(head, exclude) & ~np.isin(head, ranked)][:need]
-            floor = float(ranked_scores.min()) if len(ranked_scores) else 0.0
-            fill_scores = floor - 1.0 - np.arange(len(head), dtype=np.float32) * 1e-3
-            ranked = np.concatenate([ranked, head])
-            ranked_scores = np.concatenate([ranked_scores, fill_scores.astype(np.float32)])
+        dim = (0, self.text_dim)
+        query = Query(title_vec, seeds_all, np.zeros(dim, np.float32), exclude_idx=exclude)
+        ranked = self.model.rank(Candidates(query, cands, feats, seed_idx), k, self.score)
+        ranked, ranked_scores = ranked.indices, ranked.scores
         tracks = [
             {"track_uri": u, "track_name": n, "artist_name": a, "score": s}
             for u, n, a, s in zip(

@@ -2,7 +2,7 @@
 
 ``llarapp train --mpd DIR --out MODEL_DIR`` runs :func:`train_from_mpd`; the benchmark calls
 :func:`train_llara` on its own split. Files out (``MODEL_DIR``): see
-:class:`llarapp.models.llarapp_model.LlaraPP` — everything the exporter and the model servers
+:class:`llarapp.models.llarapp.LlaraPP` — everything the exporter and the model servers
 need. Every run is tracked in MLflow (SQLite by default): params, per-epoch metrics, the ranker.
 
 Ranker training cases come from a share of the training playlists held out of a first,
@@ -15,31 +15,52 @@ full (all training playlists) stage, exactly as served.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from llarapp.config import ALSConfig, SplitConfig
-from llarapp.data.dataset import EvalCase, load_cases, load_train, str_or_none, track_texts
-from llarapp.data.names import write_track_names
+from llarapp.data.dataset import (
+    Case,
+    EvalCase,
+    Track,
+    TrainSet,
+    load_cases,
+    load_train,
+    str_or_none,
+    track_texts,
+)
+from llarapp.data.names import TrackNames
 from llarapp.data.schema import INTERACTIONS_FILE, TRACKS_FILE
 from llarapp.data.split import CATEGORIES, make_case
 from llarapp.evaluation.metrics import ndcg
-from llarapp.features.text import TextEncoder, default_cache_dir
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
+from llarapp.models.llarapp import (
+    Catalog,
+    LlaraPP,
+    Query,
+    Stage,
+    encode,
+    ranker_inputs,
+    retrieve,
+)
 from llarapp.models.projector import ProjectorConfig
 from llarapp.models.retriever import FEATURES
-from llarapp.training.stage import Catalog, Query, Stage, align, build_stage, subset
+from llarapp.text import TextEncoder, default_cache_dir
+from llarapp.training.stage import align, build_stage, subset
 
 log = logging.getLogger(__name__)
 CURRICULA = ("linear", "none", "text-only")
@@ -119,30 +140,33 @@ class RankCase:
     query: Query  # what was retrieved for (the text-only ablation retrieves it again)
 
 
-def p_hybrid(curriculum: str, step: int, total: int) -> float:
-    """Probability that a batch uses hybrid (text + behavior) tokens at ``step`` of ``total``."""
+def p_hybrid(curriculum: str, step: int, ramp_steps: float) -> float:
+    """Probability that a batch uses hybrid (text + behavior) tokens at ``step``: ``linear``
+    rises from 0 to 1 over ``ramp_steps``; ``none`` is always hybrid, ``text-only`` never."""
     if curriculum == "text-only":
         return 0.0
     if curriculum == "none":
         return 1.0
-    return min(1.0, step / max(1, int(0.8 * total)))
+    return min(1.0, step / max(1, ramp_steps))
 
 
 def make_rank_case(stage: Stage, q: Query, hidden: np.ndarray, max_seeds: int) -> RankCase:
-    retrieved, seed_q, title_q = stage.retrieve(q)
+    """``q`` retrieved by ``stage`` (the inference step :func:`retrieve`), labelled with
+    ``hidden``."""
+    c = retrieve(stage, q, max_seeds)
     f = stage.behavior.shape[1]
     queries = np.zeros((2, f), dtype=np.float32)
     scales = np.ones(2, dtype=np.float32)
-    for j, vec in enumerate((seed_q, title_q)):
+    for j, vec in enumerate((c.seed_query, c.title_query)):
         if vec is not None:
             queries[j] = vec
-            scores = stage.behavior[retrieved.candidates] @ vec
+            scores = stage.behavior[c.candidates] @ vec
             scales[j] = max(float(np.abs(scores).max()), 1e-6) if len(scores) else 1.0
     return RankCase(
         title_vec=q.title_vec,
-        seed_idx=q.seed_idx[-max_seeds:],
-        candidates=retrieved.candidates,
-        features=retrieved.features,
+        seed_idx=c.rank_seed_idx,
+        candidates=c.candidates,
+        features=c.features,
         hidden=hidden,
         queries=queries,
         scales=scales,
@@ -150,21 +174,13 @@ def make_rank_case(stage: Stage, q: Query, hidden: np.ndarray, max_seeds: int) -
     )
 
 
-def _eval_query(stage: Stage, ec: EvalCase, title_vecs: dict[str, np.ndarray]) -> Query:
-    case = ec.case
-    seeds = np.array([stage.catalog.index[t.track_uri] for t in case.seeds], dtype=np.int64)
-    title = title_vecs[case.title] if case.title else None
-    text = np.zeros((0, stage.catalog.text.shape[1]), np.float32)
-    return Query(title, seeds, text, title_artists=stage.title_artists(case.title))
-
-
 class RankerBatcher:
     """Turns :class:`RankCase` lists into ranker tensors for one stage."""
 
     def __init__(self, stage: Stage, config: LlaraTrainConfig) -> None:
         self.stage, self.config = stage, config
-        self.text = torch.from_numpy(stage.catalog.text)
-        self.behavior = torch.from_numpy(stage.behavior)
+        self.text = np.ascontiguousarray(stage.catalog.text, dtype=np.float32)
+        self.behavior = np.ascontiguousarray(stage.behavior, dtype=np.float32)
         self.log_pop = stage.retriever.log_pop / max(float(stage.retriever.log_pop.max()), 1e-6)
 
     def batch(
@@ -173,49 +189,24 @@ class RankerBatcher:
         hybrid: bool,
         rng: np.random.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Tensors for ``cases``; with ``rng`` (training) candidates are sampled and labelled."""
-        B = len(cases)
-        S = max((len(rc.seed_idx) for rc in cases), default=0)
+        """Tensors for ``cases`` (:func:`ranker_inputs`); with ``rng`` (training) candidates
+        are sampled and labelled."""
         picks = [
             self._pick(rc, rng) if rng is not None else (rc.candidates, rc.features) for rc in cases
         ]
-        N = max(len(p[0]) for p in picks)
-        dim = self.text.shape[1]
-        title = torch.zeros(B, dim)
-        title_mask = torch.zeros(B)
-        seed_idx = torch.zeros(B, S, dtype=torch.long)
-        seed_mask = torch.zeros(B, S)
-        cand_idx = torch.zeros(B, N, dtype=torch.long)
-        cand_feat = torch.zeros(B, N, len(FEATURES))
-        cand_mask = torch.zeros(B, N)
-        labels = torch.zeros(B, N)
-        for i, (rc, (cands, feats)) in enumerate(zip(cases, picks, strict=True)):
-            if rc.title_vec is not None:
-                title[i] = torch.from_numpy(rc.title_vec)
-                title_mask[i] = 1.0
-            s = len(rc.seed_idx)
-            seed_idx[i, :s] = torch.from_numpy(rc.seed_idx)
-            seed_mask[i, :s] = 1.0
-            n = len(cands)
-            cand_idx[i, :n] = torch.from_numpy(cands)
-            cand_feat[i, :n] = torch.from_numpy(feats)
-            cand_mask[i, :n] = 1.0
-            labels[i, :n] = torch.from_numpy(np.isin(cands, rc.hidden).astype(np.float32))
-        use = 1.0 if hybrid else 0.0
-        return {
-            "title_vec": title,
-            "title_mask": title_mask,
-            "seed_text": self.text[seed_idx],
-            "seed_behavior": self.behavior[seed_idx],
-            "seed_use_behavior": seed_mask * use,
-            "seed_mask": seed_mask,
-            "cand_text": self.text[cand_idx],
-            "cand_behavior": self.behavior[cand_idx],
-            "cand_use_behavior": cand_mask * use,
-            "cand_features": cand_feat,
-            "cand_mask": cand_mask,
-            "labels": labels,
-        }
+        inputs = ranker_inputs(
+            self.text,
+            self.behavior,
+            [rc.title_vec for rc in cases],
+            [rc.seed_idx for rc in cases],
+            [cands for cands, _ in picks],
+            [feats for _, feats in picks],
+            hybrid,
+        )
+        labels = np.zeros_like(inputs["cand_mask"])
+        for i, (rc, (cands, _)) in enumerate(zip(cases, picks, strict=True)):
+            labels[i, : len(cands)] = np.isin(cands, rc.hidden)
+        return {k: torch.from_numpy(v) for k, v in (inputs | {"labels": labels}).items()}
 
     def _pick(self, rc: RankCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
@@ -376,12 +367,8 @@ def ranker_cases_from_playlists(
         ):
             cat = eligible[k]
             seeds, hidden = make_case(cat, uris, rng)
-            q = Query(
-                title_vec if cat.title else None,
-                np.array([stage.catalog.index[u] for u in seeds], dtype=np.int64),
-                np.zeros((0, stage.catalog.text.shape[1]), np.float32),
-                title_artists=stage.title_artists(title if cat.title else None),
-            )
+            case = Case(title if cat.title else None, tuple(Track("", "", u) for u in seeds))
+            q = encode(stage, case, lambda _, v=title_vec: v[None])  # the title is the one text
             hid = np.array([stage.catalog.index[u] for u in hidden], dtype=np.int64)
             cases.append(make_rank_case(stage, q, hid, config.max_seeds))
     return cases
@@ -423,27 +410,71 @@ def prepare_llara(
     config: LlaraTrainConfig,
     encoder: TextEncoder | None = None,
 ) -> Prepared:
-    """Text features, both stages, ranker training cases and validation cases."""
+    """Text features, both stages, ranker training cases and validation cases of an ingest
+    folder's training fold (validation cases: the split's ``valid`` fold)."""
     data_dir, split_dir = Path(data_dir), Path(split_dir)
     encoder = encoder or TextEncoder(default_cache_dir())
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     train = load_train(data_dir, split_dir)
     tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
-    # stored as float16 with the model: train on exactly what is served
-    text = encoder.encode(track_texts(tracks)).astype(np.float16).astype(np.float32)
-    catalog = Catalog(
+    catalog = _catalog(
         tracks["track_uri"].to_numpy(dtype=str),
-        text,
+        track_texts(tracks),
         tracks["artist_name"].map(str_or_none).fillna("").to_numpy(dtype=str),
+        encoder,
     )
     title_vecs = encoder.encode([str(t) for t in train.titles])
     valid = load_cases(data_dir, split_dir, "valid", config.max_valid_cases)
-    valid_titles = sorted({c.case.title for c in valid if c.case.title})
-    title_lookup = dict(zip(valid_titles, encoder.encode(valid_titles), strict=True))
     encoder.flush()
     seconds["text_features"] = time.perf_counter() - t
+    inter = pq.read_table(data_dir / INTERACTIONS_FILE).to_pandas().sort_values(["pid", "pos"])
+    ordered = inter.groupby("pid")["track_uri"].apply(list)
+    return _prepare(train, catalog, title_vecs, ordered, valid, config, encoder, seconds)
 
+
+def prepare_trainset(
+    train: TrainSet, config: LlaraTrainConfig, encoder: TextEncoder | None = None
+) -> Prepared:
+    """:func:`prepare_llara` for a :class:`TrainSet` alone (``LlaraPP.fit``): the catalogue is
+    its tracks, a playlist's order is its tracks' column order, and the validation cases are
+    cases of the ranker-case playlists retrieved by the full stage, which has seen them (there
+    is no held-out fold): early stopping is optimistic. ``llarapp train`` is the real path."""
+    encoder = encoder or TextEncoder(default_cache_dir())
+    t = time.perf_counter()
+    texts = [
+        Track(str(n), str(a), album_name=str_or_none(al)).text
+        for n, a, al in zip(train.track_names, train.artist_names, train.album_names, strict=True)
+    ]
+    artists = np.array([str_or_none(a) or "" for a in train.artist_names], dtype=str)
+    catalog = _catalog(train.track_uris.astype(str), texts, artists, encoder)
+    title_vecs = encoder.encode([str(t) for t in train.titles])
+    seconds = {"text_features": time.perf_counter() - t}
+    rows = [train.matrix.indices[a:b] for a, b in itertools.pairwise(train.matrix.indptr)]
+    ordered = {
+        p: train.track_uris[r].astype(str).tolist() for p, r in zip(train.pids, rows, strict=True)
+    }
+    return _prepare(train, catalog, title_vecs, ordered, None, config, encoder, seconds)
+
+
+def _catalog(uris: np.ndarray, texts: list[str], artists: np.ndarray, encoder) -> Catalog:
+    # stored as float16 with the model: train on exactly what is served
+    text = encoder.encode(texts).astype(np.float16).astype(np.float32)
+    return Catalog(uris, text, artists)
+
+
+def _prepare(
+    train: TrainSet,
+    catalog: Catalog,
+    title_vecs: np.ndarray,
+    ordered: Mapping[int, list[str]],
+    valid: list[EvalCase] | None,
+    config: LlaraTrainConfig,
+    encoder: TextEncoder,
+    seconds: dict[str, float],
+) -> Prepared:
+    """Both stages, the ranker's training cases (from ``ordered``, each playlist's track URIs
+    in order) and validation cases (``valid``; None: see :func:`prepare_trainset`)."""
     t = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     perm = rng.permutation(len(train.pids))
@@ -458,17 +489,13 @@ def prepare_llara(
         config.knn_alpha,
         config.n_candidates,
     )
-    inter = pq.read_table(data_dir / INTERACTIONS_FILE).to_pandas().sort_values(["pid", "pos"])
     rank_pids = train.pids[rank_rows]
-    ordered = inter[inter["pid"].isin(set(rank_pids.tolist()))].groupby("pid")["track_uri"]
-    ordered = ordered.apply(list)
-    train_cases = ranker_cases_from_playlists(
-        stage_a,
+    rank_playlists = (
         [ordered[p] for p in rank_pids],
         [str_or_none(t) or "" for t in train.titles[rank_rows]],
         title_vecs[rank_rows],
-        config,
     )
+    train_cases = ranker_cases_from_playlists(stage_a, *rank_playlists, config)
     seconds["stage_a"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -481,15 +508,18 @@ def prepare_llara(
         config.knn_alpha,
         config.n_candidates,
     )
-    valid_cases = [
-        make_rank_case(
-            stage,
-            _eval_query(stage, ec, title_lookup),
-            np.array([stage.catalog.index[u] for u in ec.hidden], dtype=np.int64),
-            config.max_seeds,
-        )
-        for ec in valid
-    ]
+    if valid is None:
+        valid_cases = ranker_cases_from_playlists(stage, *rank_playlists, config)
+    else:
+        valid_cases = [
+            make_rank_case(
+                stage,
+                encode(stage, ec.case, encoder.encode),
+                np.array([stage.catalog.index[u] for u in ec.hidden], dtype=np.int64),
+                config.max_seeds,
+            )
+            for ec in valid
+        ]
     rotation = align(stage_a, stage)  # the ranker must read one basis in training and serving
     stage_a.behavior = stage_a.behavior @ rotation
     stage_a.retriever.behavior = stage_a.behavior
@@ -523,17 +553,35 @@ def train_llara(
     basis is mapped onto the previous one (Procrustes) inside the ranker's behavior projection.
 
     Returns:
-        The trained :class:`~llarapp.models.llarapp_model.LlaraPP` (its ``report`` says what
+        The trained :class:`~llarapp.models.llarapp.LlaraPP` (its ``report`` says what
         training measured; ``train_report.json`` in ``out_dir`` holds the same).
     """
-    from llarapp.models.llarapp_model import LlaraPP
-
     config = config or LlaraTrainConfig()
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     encoder = encoder or TextEncoder(default_cache_dir())
     previous = _load_previous(base_model) if base_model is not None else None
     prepared = prepared or prepare_llara(data_dir, split_dir, config, encoder)
+    tracks = pq.read_table(Path(data_dir) / TRACKS_FILE)
+    names = TrackNames.from_table(tracks, prepared.stage.catalog.uris)
+    llara = _fit_prepared(prepared, config, names, encoder, tracking_uri, previous)
+    out_dir = Path(out_dir)
+    llara.save(out_dir)
+    (out_dir / "train_report.json").write_text(json.dumps(llara.report, indent=2, default=float))
+    log.info("llara++ trained in %.0f s -> %s", time.perf_counter() - start, out_dir)
+    return llara
+
+
+def _fit_prepared(
+    prepared: Prepared,
+    config: LlaraTrainConfig,
+    names: TrackNames,
+    encoder: TextEncoder,
+    tracking_uri: str | None = None,
+    previous: LlaraPP | None = None,
+) -> LlaraPP:
+    """The ranker trained on ``prepared`` (fine-tuned from ``previous``'s when given), and the
+    :class:`LlaraPP` of it with its training report."""
     if config.curriculum == "text-only":
         prepared = prepared.without_behavior(config.max_seeds)
     init = _previous_ranker(previous, prepared.stage) if previous is not None else None
@@ -560,13 +608,31 @@ def train_llara(
         "history": history,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
-    out_dir = Path(out_dir)
-    llara = LlaraPP.from_parts(prepared.stage, model, config, report, encoder)
-    llara.save(out_dir)
-    write_track_names(out_dir, Path(data_dir) / TRACKS_FILE)  # names in responses
-    (out_dir / "train_report.json").write_text(json.dumps(report, indent=2, default=float))
-    log.info("llara++ trained in %.0f s -> %s", time.perf_counter() - start, out_dir)
-    return llara
+    return LlaraPP.from_parts(prepared.stage, model, config, report, names, encoder)
+
+
+def fit_trainset(model: LlaraPP, train: TrainSet) -> None:
+    """``LlaraPP.fit``: train ``model`` (its config, a :class:`LlaraTrainConfig` dict) on
+    ``train`` alone (:func:`prepare_trainset`), tracked in MLflow as ``llarapp train`` is."""
+    config = LlaraTrainConfig.from_dict(model.config)
+    torch.manual_seed(config.seed)
+    encoder = model.encoder
+    prepared = prepare_trainset(train, config, encoder)
+    table = pa.table(
+        {
+            "track_uri": train.track_uris.astype(str),
+            "track_name": [str_or_none(x) or "" for x in train.track_names],
+            "artist_name": [str_or_none(x) or "" for x in train.artist_names],
+        }
+    )
+    names = TrackNames.from_table(table, prepared.stage.catalog.uris)
+    fitted = _fit_prepared(prepared, config, names, encoder)
+    model.config = config.to_dict()
+    model.report = fitted.report
+    model.attach(fitted.stage, fitted.ranker, names)
+
+
+LlaraPP.trainer = fit_trainset
 
 
 def _load_previous(base_model: Path | str):
@@ -691,6 +757,7 @@ def _fit_ranker(
     train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
     steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
     total = config.epochs * steps_per_epoch
+    ramp = int(0.8 * total)  # the curriculum reaches all-hybrid tokens at 80 % of training
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=[config.lr, config.feature_lr], total_steps=total
     )
@@ -712,7 +779,7 @@ def _fit_ranker(
             for start in tqdm(
                 range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False
             ):
-                hybrid = rng.random() < p_hybrid(config.curriculum, step, total)
+                hybrid = rng.random() < p_hybrid(config.curriculum, step, ramp)
                 chunk = [train_cases[i] for i in order[start : start + config.batch_size]]
                 batch = {
                     k: v.to(device) for k, v in train_batcher.batch(chunk, hybrid, rng).items()
@@ -731,7 +798,7 @@ def _fit_ranker(
                 "epoch": epoch,
                 "train_loss": float(np.mean(losses)),
                 "valid_ndcg": score,
-                "p_hybrid": p_hybrid(config.curriculum, step, total),
+                "p_hybrid": p_hybrid(config.curriculum, step, ramp),
             }
             history.append(row)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)

@@ -1,4 +1,5 @@
-"""``llara++``: retriever + curriculum-trained ranker behind the Recommender interface.
+"""``llara++``: retriever + curriculum-trained ranker behind the Recommender interface, and the
+one inference path: ``recommend(case, k)`` is ``rank(retrieve(encode(case)), k)``.
 
 Folder layout (``save`` / ``Recommender.load``)::
 
@@ -19,24 +20,27 @@ Folder layout (``save`` / ``Recommender.load``)::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from llarapp.data.dataset import Case
+from llarapp.data.dataset import Case, TrainSet
+from llarapp.data.names import TrackNames, write_track_names
 from llarapp.models.base import (
     ARRAYS_FILE,
     MODEL_FILE,
     Recommender,
     csr_arrays,
     csr_from_arrays,
-    top_k,
 )
 from llarapp.models.baselines import ALS
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
+from llarapp.models.llarapp.stage import Catalog, Query, Stage
+from llarapp.models.llarapp.steps import Candidates, Embed, Ranked, encode, ranker_inputs, retrieve
 from llarapp.models.projector import Projector
 from llarapp.models.retriever import FEATURES, Retriever
 
@@ -45,51 +49,68 @@ RETRAIN = (
     "retraining cannot start from this one"
 )
 
+#: one case's candidates -> their (N,) ranker scores (a ranker backend)
+Scorer = Callable[[Candidates], np.ndarray]
+
 
 class LlaraPP(Recommender):
-    """Two-stage LLaRA++ recommender (see :mod:`llarapp.training.llara` for training)."""
+    """Two-stage LLaRA++ recommender: encode -> retrieve -> rank.
+
+    Fitting lives in :mod:`llarapp.training.llara` (``models`` never imports ``training``):
+    importing it sets :attr:`trainer`, which :meth:`fit` calls.
+    """
 
     name = "llara++"
+    #: ``(model, train) -> None``: fits ``model`` on ``train`` (set by llarapp.training.llara)
+    trainer: ClassVar[Callable[[LlaraPP, TrainSet], None] | None] = None
 
     def __init__(self, config: dict[str, Any] | None = None, encoder=None) -> None:
         super().__init__()
-        self.config = config or {}
-        self.stage = None
+        self.config = dict(config or {})
+        self.stage: Stage | None = None
         self.ranker: LlaraForCandidateScoring | None = None
+        self.names: TrackNames | None = None
         self.report: dict = {}
         self._encoder = encoder
         self._catalog_vectors: torch.Tensor | None = None  # (n_items, H), see catalog_vectors
 
     @property
     def encoder(self):
+        """The features' MiniLM encoder (the vectors training embedded with), on first use."""
         if self._encoder is None:
-            from llarapp.features.text import TextEncoder, default_cache_dir
+            from llarapp.text import TextEncoder, default_cache_dir
 
             self._encoder = TextEncoder(default_cache_dir(), progress=False)
         return self._encoder
 
     @classmethod
-    def from_parts(cls, stage, ranker, config, report: dict, encoder=None) -> LlaraPP:
+    def from_parts(
+        cls, stage: Stage, ranker, config, report: dict, names: TrackNames, encoder=None
+    ) -> LlaraPP:
         model = cls(config.to_dict(), encoder=encoder)
-        model._attach(stage, ranker)
+        model.attach(stage, ranker, names)
         model.report = report
         return model
 
-    def _attach(self, stage, ranker) -> None:
-        self.stage, self.ranker = stage, ranker.eval()
+    def attach(self, stage: Stage, ranker: LlaraForCandidateScoring, names: TrackNames) -> None:
+        """Make this the model of ``stage``, ``ranker`` and the catalogue's ``names``."""
+        self.stage, self.ranker, self.names = stage, ranker.eval(), names
         self._set_catalogue(stage.catalog.uris, stage.popularity)
-        self._text = torch.from_numpy(stage.catalog.text)
-        self._behavior = torch.from_numpy(stage.behavior)
+        self.pop_order = np.argsort(-self._tiebreak, kind="stable")
+        self._text = np.ascontiguousarray(stage.catalog.text, dtype=np.float32)
+        self._behavior = np.ascontiguousarray(stage.behavior, dtype=np.float32)
         self._catalog_vectors = None
 
     def config_dict(self) -> dict[str, Any]:
         return self.config
 
-    def _fit(self, train) -> None:
-        raise NotImplementedError(
-            "llara++ needs the whole catalogue and validation cases: use "
-            "llarapp.training.llara.train_llara (or `llarapp train`)"
-        )
+    def _fit(self, train: TrainSet) -> None:
+        if LlaraPP.trainer is None:
+            raise RuntimeError(
+                "llara++: fit() needs the training code; import llarapp.training.llara first "
+                "(or train with `llarapp train`)"
+            )
+        LlaraPP.trainer(self, train)
 
     def scores(self, case: Case) -> np.ndarray | None:
         raise NotImplementedError("llara++ ranks retrieved candidates: call recommend()")
@@ -98,100 +119,122 @@ class LlaraPP(Recommender):
     def hybrid(self) -> bool:
         return self.config.get("curriculum") != "text-only"
 
-    def rank_case(self, case: Case):
-        """Retrieve and build the ranker's RankCase for ``case`` (hidden unknown: empty)."""
-        from llarapp.training.llara import make_rank_case
-        from llarapp.training.stage import Query
+    @property
+    def max_seeds(self) -> int:
+        return int(self.config.get("max_seeds", 50))
 
-        index = self.stage.catalog.index
-        known = [index[t.track_uri] for t in case.seeds if t.track_uri in index]
-        unknown = [t for t in case.seeds if t.track_uri not in index]
-        dim = self.stage.catalog.text.shape[1]
-        texts = ([case.title] if case.title and case.title.strip() else []) + [
-            t.text for t in unknown
-        ]
-        vecs = self.encoder.encode(texts) if texts else np.zeros((0, dim), np.float32)
-        has_title = bool(case.title and case.title.strip())
-        q = Query(
-            vecs[0] if has_title else None,
-            np.array(list(dict.fromkeys(known)), dtype=np.int64),
-            vecs[1:] if has_title else vecs,
-            np.array([self.stage.artist_code(t.artist_name) for t in unknown], dtype=np.int64),
-            self.stage.title_artists(case.title),
-        )
-        return make_rank_case(
-            self.stage, q, np.zeros(0, np.int64), int(self.config.get("max_seeds", 50))
-        )
+    # ------------------------------------------------------------------ the three steps
+    def encode(self, case: Case, embed: Embed | None = None) -> Query:
+        """Step 1: a case -> its :class:`Query` (:func:`encode`; texts embedded by ``embed``,
+        default :attr:`encoder`)."""
+        self._check_ready("encode")
+        return encode(self.stage, case, embed or self.encoder.encode, self.names, self._tiebreak)
 
+    def retrieve(self, query: Query) -> Candidates:
+        """Step 2: the query -> the top-N candidates with their retriever features."""
+        self._check_ready("retrieve")
+        return retrieve(self.stage, query, self.max_seeds)
+
+    def rank(self, cands: Candidates, k: int, score: Scorer | None = None) -> Ranked:
+        """Step 3: the candidates -> the top ``k``, seeds and ``query.exclude_idx`` never in
+        it; beyond the candidates, popularity fills (scores below every ranked one).
+
+        Args:
+            cands: the retrieved candidates.
+            k: how many.
+            score: the ranker backend; default :meth:`ranker_scores` (PyTorch).
+        """
+        self._check_ready("rank")
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k={k!r}: expected an integer k >= 1")
+        exclude = np.union1d(cands.query.exclude_idx, cands.query.seed_idx)
+        ranked = np.zeros(0, np.int64)
+        ranked_scores = np.zeros(0, np.float32)
+        if len(cands.candidates):
+            scores = (score or self.ranker_scores)(cands)
+            scores = np.asarray(scores, dtype=np.float32)[: len(cands.candidates)]
+            order = np.argsort(-scores, kind="stable")
+            ranked, ranked_scores = cands.candidates[order], scores[order]
+            keep = ~np.isin(ranked, exclude)
+            ranked, ranked_scores = ranked[keep][:k], ranked_scores[keep][:k]
+        if len(ranked) < k:  # popularity fill, below every ranked score
+            need = k - len(ranked)
+            head = self.pop_order[: need + len(exclude) + len(cands.candidates)]
+            head = head[~np.isin(head, exclude) & ~np.isin(head, ranked)][:need]
+            floor = float(ranked_scores.min()) if len(ranked_scores) else 0.0
+            fill = floor - 1.0 - np.arange(len(head), dtype=np.float32) * 1e-3
+            ranked = np.concatenate([ranked, head])
+            ranked_scores = np.concatenate([ranked_scores, fill.astype(np.float32)])
+        return Ranked(ranked.astype(np.int64), ranked_scores.astype(np.float32))
+
+    def candidates(self, case: Case, embed: Embed | None = None) -> Candidates:
+        """``retrieve(encode(case))``."""
+        return self.retrieve(self.encode(case, embed))
+
+    def recommend(self, case: Case, k: int = 500) -> list[str]:
+        """``rank(retrieve(encode(case)), k)`` as track URIs: what ``llarapp serve`` answers."""
+        if self.stage is None:
+            raise RuntimeError(f"{self.name}: recommend() before fit() or load()")
+        if k < 1:
+            raise ValueError(f"k={k}: expected k >= 1")
+        ranked = self.rank(self.candidates(case), k)
+        return self.track_uris[ranked.indices].tolist()
+
+    def _check_ready(self, step: str) -> None:
+        if self.stage is None:
+            raise RuntimeError(f"{self.name}: {step}() before fit() or load()")
+
+    # ------------------------------------------------------------------ the ranker
     @property
     @torch.inference_mode()
     def catalog_vectors(self) -> torch.Tensor:
         """``(n_items, H)`` the ranker's candidate vector of every catalogue track, computed on
         first use (candidate vectors depend on the track alone, so serving gathers rows)."""
         if self._catalog_vectors is None:
-            use = torch.full((len(self._text),), 1.0 if self.hybrid else 0.0)
+            text, behavior = torch.from_numpy(self._text), torch.from_numpy(self._behavior)
+            use = torch.full((len(text),), 1.0 if self.hybrid else 0.0)
             self._catalog_vectors = torch.cat(
                 [
                     self.ranker.candidate_vectors(
-                        self._text[i : i + 8192], self._behavior[i : i + 8192], use[i : i + 8192]
+                        text[i : i + 8192], behavior[i : i + 8192], use[i : i + 8192]
                     )
-                    for i in range(0, len(self._text), 8192)
+                    for i in range(0, len(text), 8192)
                 ]
             )
         return self._catalog_vectors
 
+    def ranker_inputs(
+        self, cands: Sequence[Candidates], full: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The ranker's inputs for a batch of cases (:func:`ranker_inputs`): the serving
+        graph's (the catalogue's precomputed candidate vectors, :attr:`catalog_vectors`), or
+        with ``full`` ``forward``'s (the candidates' text and behavior)."""
+        return ranker_inputs(
+            self._text,
+            self._behavior,
+            [c.query.title_vec for c in cands],
+            [c.rank_seed_idx for c in cands],
+            [c.candidates for c in cands],
+            [c.features for c in cands],
+            self.hybrid,
+            cand_vectors=None if full else self.catalog_vectors.numpy(),
+        )
+
     @torch.inference_mode()
-    def candidate_scores(
-        self,
-        title_vec: np.ndarray | None,
-        seed_idx: np.ndarray,
-        candidates: np.ndarray,
-        features: np.ndarray,
-    ) -> np.ndarray:
-        """(N,) ranker scores of ``candidates`` — the ranker's ``forward`` with the catalogue's
-        candidate vectors precomputed (:attr:`catalog_vectors`).
-
-        Args:
-            title_vec: (text_dim,) title vector, or None.
-            seed_idx: (S,) catalogue indices of the seeds the ranker reads.
-            candidates: (N,) catalogue indices.
-            features: (N, F) retriever features of the candidates.
-        """
-        S, use = len(seed_idx), 1.0 if self.hybrid else 0.0
-        seeds = torch.from_numpy(np.asarray(seed_idx, dtype=np.int64))
-        has_title = title_vec is not None
-        title = (
-            torch.from_numpy(np.asarray(title_vec, np.float32))[None]
-            if has_title
-            else torch.zeros(1, self._text.shape[1])
-        )
+    def ranker_scores(self, cands: Candidates) -> np.ndarray:
+        """(N,) PyTorch ranker scores of ``cands``: the serving graph's computation (the
+        query tower, then ``score`` against the precomputed :attr:`catalog_vectors`)."""
+        t = {k: torch.from_numpy(v) for k, v in self.ranker_inputs([cands]).items()}
         query = self.ranker.query_vectors(
-            title,
-            torch.tensor([float(has_title)]),
-            self._text[seeds][None],
-            self._behavior[seeds][None],
-            torch.full((1, S), use),
-            torch.ones(1, S),
+            t["title_vec"],
+            t["title_mask"],
+            t["seed_text"],
+            t["seed_behavior"],
+            t["seed_use_behavior"],
+            t["seed_mask"],
         )
-        cands = self.catalog_vectors[torch.from_numpy(np.asarray(candidates, np.int64))][None]
-        feats = torch.from_numpy(np.asarray(features, np.float32))[None]  # (1, N, F)
-        return self.ranker.score(query, cands, feats, torch.ones(1, len(candidates)))[0].numpy()
-
-    def recommend(self, case: Case, k: int = 500) -> list[str]:
-        if self.stage is None:
-            raise RuntimeError(f"{self.name}: recommend() before fit() or load()")
-        if k < 1:
-            raise ValueError(f"k={k}: expected k >= 1")
-        rc = self.rank_case(case)
-        scores = self.candidate_scores(rc.title_vec, rc.seed_idx, rc.candidates, rc.features)
-        order = rc.candidates[np.argsort(-scores, kind="stable")]
-        ranked = order[:k].tolist()
-        if len(ranked) < k:  # fill from popularity
-            fill = self._tiebreak.copy()
-            fill[rc.seed_idx] = -np.inf
-            fill[order] = -np.inf
-            ranked += top_k(fill, k - len(ranked)).tolist()
-        return self.track_uris[np.asarray(ranked, dtype=np.int64)].tolist()
+        scores = self.ranker.score(query, t["cand_vectors"], t["cand_features"], t["cand_mask"])
+        return scores[0].numpy()
 
     def save(self, path: Path | str) -> Path:
         if self.stage is None:
@@ -221,14 +264,14 @@ class LlaraPP(Recommender):
         st.als.save(path / "als")
         save_file(st.track_projector.state_dict(), path / "track_projector.safetensors")
         self.ranker.save_pretrained(path / "ranker")
+        if self.names is not None:  # names in responses, seeds sent by name
+            write_track_names(path, self.names.to_table())
         meta = {"name": self.name, "config": self.config, "stage_report": st.report}
         (path / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=float))
         return path
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> LlaraPP:
-        from llarapp.training.stage import Catalog, Stage
-
         n_features = LlaraConfig.from_pretrained(path / "ranker").n_features
         if n_features != len(FEATURES):
             raise ValueError(
@@ -279,5 +322,6 @@ class LlaraPP(Recommender):
             artist_names=arrays.get("artist_names"),
         )
         model = cls(config)
-        model._attach(stage, LlaraForCandidateScoring.from_pretrained(path / "ranker"))
+        ranker = LlaraForCandidateScoring.from_pretrained(path / "ranker")
+        model.attach(stage, ranker, TrackNames.load(path, stage.catalog.uris))
         return model

@@ -1,0 +1,26 @@
+"""LLaRA++ inference, one path: ``encode(case) -> Query``, ``retrieve(Query) -> Candidates``,
+``rank(Candidates, k) -> Ranked``.
+
+:meth:`LlaraPP.recommend` is exactly these steps; the quality benchmark, the pipeline's gate and
+the model servers (:class:`llarapp.serving.engine.ServingEngine`, an adapter between payloads and
+these types) all run them. Training (:mod:`llarapp.training`) only fits.
+"""
+
+from llarapp.models.llarapp.model import LlaraPP
+from llarapp.models.llarapp.stage import Catalog, Query, Stage, artist_key, title_parts
+from llarapp.models.llarapp.steps import Candidates, Embed, Ranked, encode, ranker_inputs, retrieve
+
+__all__ = [
+    "Candidates",
+    "Catalog",
+    "Embed",
+    "LlaraPP",
+    "Query",
+    "Ranked",
+    "Stage",
+    "artist_key",
+    "encode",
+    "ranker_inputs",
+    "retrieve",
+    "title_parts",
+]
