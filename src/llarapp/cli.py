@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 log = logging.getLogger("llarapp")
 
@@ -69,7 +70,8 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_text(args: argparse.Namespace) -> None:
-    from llarapp.features.text import TextEncoder, default_cache_dir, embed_dataset
+    from llarapp.features.text import embed_dataset
+    from llarapp.text import TextEncoder, default_cache_dir
 
     encoder = TextEncoder(args.cache or default_cache_dir(), batch_size=args.batch_size)
     _print_json(embed_dataset(args.data, args.out, encoder))
@@ -77,14 +79,15 @@ def cmd_text(args: argparse.Namespace) -> None:
 
 def cmd_behavior(args: argparse.Namespace) -> None:
     from llarapp.config import ALSConfig, from_json
-    from llarapp.features.behavior import fit_behavior
+    from llarapp.training.behavior import fit_behavior
 
     config = from_json(ALSConfig, args.config) if args.config else None
     _print_json(fit_behavior(args.data, args.split, args.out, config=config))
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-    from llarapp.benchmark.quality import format_tables, run_quality
+    from llarapp.benchmark.quality import run_quality
+    from llarapp.evaluation.report import format_tables
 
     models = args.models.split(",") if args.models else None
     result = run_quality(
@@ -153,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_lastfm(args: argparse.Namespace) -> None:
-    from llarapp.benchmark.lastfm import format_table, run_lastfm
+    from llarapp.benchmark.lastfm.run import format_table, run_lastfm
 
     models = args.models.split(",") if args.models else None
     result = run_lastfm(args.data, args.split, args.out, seeds=args.seeds, scorers=models)
@@ -191,22 +194,23 @@ def cmd_serving_bench(args: argparse.Namespace) -> None:
     print(f"\nJSON: {args.out}")
 
 
-def _pipelines_runner():
-    """``pipelines/runner.py`` of the repository (kfp lives there, never in the library)."""
-    import importlib.util
+def _pipelines_runner() -> ModuleType:
+    """:mod:`pipelines.runner`: compile, run and submit (kfp lives there, never in the library).
 
-    here = Path.cwd().resolve()
-    for base in (here, *here.parents):
-        path = base / "pipelines" / "runner.py"
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location("llarapp_pipelines_runner", path)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    raise FileNotFoundError(
-        f"pipelines/runner.py not found from {here}: run `llarapp pipeline` and `llarapp demo` "
-        "inside the LLaRA++ repository (it holds pipelines/ and components/)"
-    )
+    Raises:
+        RuntimeError: the ``pipelines`` package is not installed (an install of the library
+            alone, e.g. the component image, has no pipelines).
+    """
+    try:
+        from pipelines import runner
+    except ModuleNotFoundError as exc:
+        if exc.name != "pipelines":
+            raise
+        raise RuntimeError(
+            "the package `pipelines` is not installed: `llarapp pipeline` and `llarapp demo` "
+            "need the LLaRA++ repository installed (`pip install -e .` in it, as `make` does)"
+        ) from exc
+    return runner
 
 
 def _json_value(text: str):
@@ -299,7 +303,7 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from llarapp.data.synth import generate
-    from llarapp.pipeline.stages import BASELINES
+    from llarapp.training.roster import BASELINES
 
     work = Path(args.work)
     data = args.data

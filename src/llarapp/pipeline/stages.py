@@ -13,7 +13,6 @@ import importlib
 import json
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-CANDIDATE = "llara++"
-BASELINES = ("most_popular", "item_knn", "als", "title_knn")
+CANDIDATE = "llara++"  # the roster name of the model the pipeline trains
 EVALUATION_FILE = "evaluation.json"
 CACHE_SUBDIR = "cache"
 
@@ -64,14 +62,15 @@ def text_features(data_dir: Path | str, out_dir: Path | str) -> dict:
     Files out (``out_dir``): ``tracks.npz`` (``track_uris`` str, ``vectors`` float32 (n, 384)),
     ``titles.npz`` (``pids`` int64, ``vectors`` float32 (n, 384)) -- see
     :func:`llarapp.features.text.embed_dataset` -- and ``cache/emb-features-<hash>.npz``, a shard
-    in the :class:`~llarapp.features.text.TextEncoder` cache format (``keys`` U40, ``vectors``
+    in the :class:`~llarapp.text.TextEncoder` cache format (``keys`` U40, ``vectors``
     float32) holding the same vectors keyed by text. :func:`seed_text_cache` copies that shard
     into a stage's cache, so later stages (train, evaluate) embed nothing again, also in a fresh
     container.
     """
     from llarapp.data.dataset import track_texts
     from llarapp.data.schema import PLAYLISTS_FILE, TRACKS_FILE
-    from llarapp.features.text import TextEncoder, default_cache_dir, embed_dataset
+    from llarapp.features.text import embed_dataset
+    from llarapp.text import TextEncoder, default_cache_dir
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     encoder = TextEncoder(default_cache_dir())
@@ -100,7 +99,7 @@ def seed_text_cache(text_dir: Path | str | None) -> int:
     Returns:
         How many shards were copied (a shard already there is not copied again).
     """
-    from llarapp.features.text import default_cache_dir
+    from llarapp.text import default_cache_dir
 
     if not text_dir:
         return 0
@@ -131,10 +130,10 @@ def behavior_features(
     """Fit implicit ALS on the training fold; tune it on validation cases unless configured.
 
     Files in: an ingest folder, a split folder. Files out (``out_dir``): ``als/`` (the fitted
-    ALS), ``als_config.json``, ``tuning.json`` (:func:`llarapp.features.behavior.fit_behavior`).
+    ALS), ``als_config.json``, ``tuning.json`` (:func:`llarapp.training.behavior.fit_behavior`).
     """
     from llarapp.config import ALSConfig, TuneConfig, from_json, to_json
-    from llarapp.features.behavior import fit_behavior
+    from llarapp.training.behavior import fit_behavior
 
     config = None
     if als_config:
@@ -193,73 +192,61 @@ def evaluate_models(
     behavior_dir: Path | str | None,
     out_dir: Path | str,
     *,
-    baselines: Sequence[str] = BASELINES,
+    baselines: Sequence[str] | None = None,
     tune_max_cases: int = 400,
     k: int = 500,
 ) -> dict:
     """Score the trained model and the baselines on the same test cases, per category.
 
-    The baselines are fitted on the same training fold and tuned on the same validation cases
-    as in ``llarapp benchmark quality``; ``als`` is the one ``behavior_features`` tuned (refitted
-    here only when ``behavior_dir`` is None).
+    The roster (:func:`llarapp.training.roster.fit_and_evaluate`) fits the baselines on the
+    training fold and tunes them on the validation cases exactly as ``llarapp benchmark
+    quality`` does; ``als`` is the one ``behavior_features`` tuned (refitted here only when
+    ``behavior_dir`` has no ``als/``), and the candidate is loaded from ``model_dir``.
 
     Files in: an ingest folder, a split folder, MODEL_DIR, a behavior folder (``als/``).
     Files out (``out_dir``): ``evaluation.json`` (the quality-benchmark JSON:
     ``{"dataset", "models": {NAME: {"overall", "categories", "warm", "cold", "ms_per_case"}},
     "seconds", "candidate"}``), ``table.md`` and ``table.html`` (overall, then NDCG and
-    R-precision per challenge category; :func:`llarapp.benchmark.quality.format_tables`).
-    """
-    from llarapp.benchmark.quality import format_tables
-    from llarapp.config import TuneConfig
-    from llarapp.data.dataset import artist_lookup, load_cases, load_train
-    from llarapp.evaluation.evaluate import evaluate
-    from llarapp.features.behavior import tune_als, tune_item_knn, tune_title_knn
-    from llarapp.features.text import TextEncoder, default_cache_dir
-    from llarapp.models.base import Recommender
-    from llarapp.models.baselines import MostPopular
+    R-precision per challenge category; :func:`llarapp.evaluation.report.format_tables`).
 
+    Args:
+        baselines: Names of :data:`llarapp.training.roster.BASELINES` (all of them when None).
+
+    Raises:
+        ValueError: A name in ``baselines`` is not a baseline.
+    """
+    from llarapp.config import TuneConfig
+    from llarapp.evaluation.report import format_tables
+    from llarapp.text import TextEncoder, default_cache_dir
+    from llarapp.training.roster import BASELINES, Roster, fit_and_evaluate
+
+    baselines = list(BASELINES if baselines is None else baselines)
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; expected some of {list(BASELINES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tune = TuneConfig(max_cases=tune_max_cases)
-    train = load_train(data_dir, split_dir)
-    valid = load_cases(data_dir, split_dir, "valid", tune.max_cases)
-    test = load_cases(data_dir, split_dir, "test")
-    artist_of = artist_lookup(data_dir)
-    encoder = TextEncoder(default_cache_dir(), progress=False)
+    roster = Roster.load(
+        data_dir,
+        split_dir,
+        tune=TuneConfig(max_cases=tune_max_cases),
+        encoder=TextEncoder(default_cache_dir(), progress=False),
+    )
+    saved = {CANDIDATE: Path(model_dir)}
+    if behavior_dir is not None and (Path(behavior_dir) / "als").is_dir():
+        saved["als"] = Path(behavior_dir) / "als"
     seconds: dict[str, float] = {}
-
-    def build(name: str) -> Recommender:
-        if name == CANDIDATE:
-            return Recommender.load(model_dir)
-        if name == "most_popular":
-            return MostPopular().fit(train)
-        if name == "item_knn":
-            return tune_item_knn(train, valid, artist_of, tune)[0]
-        if name == "als":
-            if behavior_dir is not None and (Path(behavior_dir) / "als").is_dir():
-                return Recommender.load(Path(behavior_dir) / "als")
-            return tune_als(train, valid, artist_of, tune)[0]
-        return tune_title_knn(train, valid, artist_of, tune, encoder=encoder)[0]
-
-    results = {}
-    for name in (CANDIDATE, *baselines):
-        t = time.perf_counter()
-        model = build(name)
-        seconds[f"fit:{name}"] = round(time.perf_counter() - t, 2)
-        t = time.perf_counter()
-        results[name] = evaluate(model, test, artist_of=artist_of, k=k, progress=False)
-        seconds[f"evaluate:{name}"] = round(time.perf_counter() - t, 2)
-    encoder.flush()
+    results = fit_and_evaluate(
+        roster, [CANDIDATE, *baselines], saved=saved, k=k, progress=False, seconds=seconds
+    )
+    roster.encoder.flush()
     split_report = json.loads((Path(split_dir) / "split.json").read_text())
     result = {
         "candidate": CANDIDATE,
         "dataset": {
             "folds": split_report["playlists"],
-            "valid_cases_used": len(valid),
-            "test_cases": len(test),
+            "valid_cases_used": len(roster.valid),
+            "test_cases": len(roster.cases),
             "test_cases_per_category": split_report["cases"]["test"],
             "hidden_cold_share": round(split_report["hidden_cold_share"], 4),
         },
@@ -289,7 +276,7 @@ def kfp_metrics(result: dict, metrics: Sequence[str] = ("ndcg", "r_precision", "
 
 
 def markdown_tables_to_html(markdown: str, title: str) -> str:
-    """Render the pipe tables and plain lines of :func:`format_tables` as a small HTML page."""
+    """Render :func:`~llarapp.evaluation.report.format_tables` as a small HTML page."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",

@@ -1,6 +1,10 @@
-"""Behavior features: ``implicit`` ALS on the training playlists, tuned on validation cases.
+"""Baseline tuning on validation cases, and the behavior-features stage (ALS on the training fold).
 
-Files in: an ingest folder and a split folder. Files out (``out_dir``):
+The tuners (:func:`tune_als`, :func:`tune_item_knn`, :func:`tune_title_knn`) fit one model per
+setting on the training fold and keep the one with the best validation NDCG; the roster
+(:mod:`llarapp.training.roster`) and :func:`fit_behavior` call them.
+
+:func:`fit_behavior` -- files in: an ingest folder and a split folder. Files out (``out_dir``):
 
 - ``als/`` — the fitted :class:`~llarapp.models.baselines.ALS` (``model.json``, ``arrays.npz``
   with ``track_uris`` (str), ``item_factors`` (float32, (n_items, factors)), ``item_norm``).
@@ -24,6 +28,7 @@ from llarapp.data.dataset import EvalCase, TrainSet, artist_lookup, load_cases, 
 from llarapp.evaluation.evaluate import evaluate
 from llarapp.models.base import Recommender
 from llarapp.models.baselines import ALS, ItemKNN, TitleKNN
+from llarapp.text import TextEncoder
 
 log = logging.getLogger(__name__)
 C = TypeVar("C")
@@ -91,20 +96,37 @@ def _trial(build, config, train, cases, artist_of) -> tuple[Recommender, dict]:
     }
 
 
-def tune_als(train, cases, artist_of=None, tune: TuneConfig | None = None, base=None):
+def tune_als(
+    train: TrainSet,
+    cases: Sequence[EvalCase],
+    artist_of: Mapping[str, str] | None = None,
+    tune: TuneConfig | None = None,
+    base: ALSConfig | None = None,
+) -> tuple[Recommender, list[dict]]:
     """Coordinate-ascent search of :class:`ALSConfig` on validation cases."""
     tune = tune or TuneConfig()
     return coordinate_search(ALS, base or ALSConfig(), tune.als_space, train, cases, artist_of)
 
 
-def tune_item_knn(train, cases, artist_of=None, tune: TuneConfig | None = None):
+def tune_item_knn(
+    train: TrainSet,
+    cases: Sequence[EvalCase],
+    artist_of: Mapping[str, str] | None = None,
+    tune: TuneConfig | None = None,
+) -> tuple[Recommender, list[dict]]:
     """Search the item-kNN normalisation exponent on validation cases."""
     tune = tune or TuneConfig()
     candidates = [ItemKNNConfig(alpha=a) for a in tune.itemknn_alpha]
     return search(ItemKNN, candidates, train, cases, artist_of)
 
 
-def tune_title_knn(train, cases, artist_of=None, tune: TuneConfig | None = None, encoder=None):
+def tune_title_knn(
+    train: TrainSet,
+    cases: Sequence[EvalCase],
+    artist_of: Mapping[str, str] | None = None,
+    tune: TuneConfig | None = None,
+    encoder: TextEncoder | None = None,
+) -> tuple[Recommender, list[dict]]:
     """Coordinate-ascent search of :class:`TitleKNNConfig` on validation cases."""
     tune = tune or TuneConfig()
     return coordinate_search(

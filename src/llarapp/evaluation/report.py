@@ -1,0 +1,39 @@
+"""Markdown tables of an evaluation: the quality benchmark's and the evaluate stage's report."""
+
+from __future__ import annotations
+
+from llarapp.data.split import CATEGORY_NAMES
+from llarapp.evaluation.evaluate import HEADLINE
+
+
+def format_tables(result: dict) -> str:
+    """Markdown tables: overall and warm/cold per model, then NDCG and R-precision per category.
+
+    Args:
+        result: ``{"models": {NAME: evaluate(...)}, "seconds": {STAGE: s}}`` (the JSON of
+            ``llarapp benchmark quality`` or of the evaluate stage).
+    """
+    models = result["models"]
+    lines = ["| model | " + " | ".join(HEADLINE) + " | cold recall@500 | ms/case |"]
+    lines.append("|---" * (len(HEADLINE) + 3) + "|")
+    for name, r in models.items():
+        cells = [f"{r['overall'][m]:.4f}" for m in HEADLINE]
+        cold = r["cold"].get("recall@500", 0.0)
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {cold:.4f} | {r['ms_per_case']:.1f} |"
+        )
+    for metric in ("ndcg", "r_precision"):
+        cats = [c for c in CATEGORY_NAMES if any(c in r["categories"] for r in models.values())]
+        lines += ["", f"{metric} per category", ""]
+        lines.append("| category | cases | " + " | ".join(models) + " |")
+        lines.append("|---" * (len(models) + 2) + "|")
+        for c in cats:
+            first = next(iter(models.values()))["categories"].get(c, {})
+            row = [
+                f"{r['categories'].get(c, {}).get(metric, float('nan')):.4f}"
+                for r in models.values()
+            ]
+            lines.append(f"| {c} | {first.get('cases', 0)} | " + " | ".join(row) + " |")
+    secs = ", ".join(f"{k} {v:.1f}s" for k, v in result["seconds"].items())
+    lines += ["", f"seconds: {secs}"]
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""The roster: the quality benchmark and the evaluate stage fit and score models the same way."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llarapp.benchmark.quality import run_quality
+from llarapp.config import TuneConfig
+from llarapp.data.dataset import load_train
+from llarapp.models.baselines import MostPopular
+from llarapp.pipeline.stages import evaluate_models
+from llarapp.text import TextEncoder
+from llarapp.training.behavior import fit_behavior
+from llarapp.training.roster import BASELINES, MODELS, Roster, fit_and_evaluate
+
+
+def test_roster_lists_the_baselines_then_the_llara_rows() -> None:
+    assert MODELS[: len(BASELINES)] == BASELINES
+    assert MODELS[len(BASELINES) :] == ("llara++", "llara++/text-only", "llara++/no-curriculum")
+
+
+def test_unknown_model_is_a_clear_error(prepared) -> None:
+    roster = Roster.load(*prepared, tune=TuneConfig(max_cases=20), encoder=TextEncoder(None))
+    with pytest.raises(ValueError, match=r"unknown model\(s\) \['nope'\]; expected some of"):
+        fit_and_evaluate(roster, ["most_popular", "nope"])
+
+
+def test_fitting_llara_without_a_models_dir_is_a_clear_error(prepared) -> None:
+    roster = Roster.load(*prepared, tune=TuneConfig(max_cases=20), encoder=TextEncoder(None))
+    with pytest.raises(ValueError, match=r"needs Roster\.models_dir"):
+        fit_and_evaluate(roster, ["llara++"])
+
+
+def test_evaluate_stage_rejects_a_non_baseline(prepared, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"unknown baseline\(s\) \['llara\+\+/text-only'\]"):
+        evaluate_models(*prepared, tmp_path, None, tmp_path, baselines=["llara++/text-only"])
+
+
+def _figures(result: dict) -> dict:
+    """Every model's figures without its wall times and tuning trials."""
+    return {
+        name: {k: v for k, v in r.items() if k not in ("ms_per_case", "tuning")}
+        for name, r in result["models"].items()
+    }
+
+
+@pytest.mark.integration
+def test_benchmark_and_evaluate_stage_score_the_baselines_alike(synth_dir, tmp_path) -> None:
+    """The drift this roster removes: the gate and the benchmark once scored different ALS."""
+    names = ["most_popular", "item_knn", "als"]
+    work = tmp_path / "bench"
+    bench = run_quality(
+        str(synth_dir),
+        tmp_path / "quality.json",
+        seed=3,
+        max_playlists=400,
+        models=names,
+        work_dir=work,
+        tune=TuneConfig(max_cases=100),
+    )
+    assert [t["ndcg"] for t in bench["models"]["als"]["tuning"]] == sorted(
+        (t["ndcg"] for t in bench["models"]["als"]["tuning"]), reverse=True
+    )
+    behavior = tmp_path / "behavior"
+    fit_behavior(work / "data", work / "split", behavior, tune=TuneConfig(max_cases=100))
+    candidate = MostPopular().fit(load_train(work / "data", work / "split"))
+    candidate_dir = candidate.save(tmp_path / "candidate")
+    stage = evaluate_models(
+        work / "data",
+        work / "split",
+        candidate_dir,
+        behavior,
+        tmp_path / "evaluation",
+        baselines=names,
+        tune_max_cases=100,
+    )
+    assert list(stage["models"]) == ["llara++", *names]
+    assert (
+        json.loads((behavior / "als_config.json").read_text())
+        == (bench["models"]["als"]["tuning"][0]["config"])
+    )
+    figures = _figures(stage)
+    assert figures.pop("llara++") == figures["most_popular"]
+    assert figures == _figures(bench)
+    assert stage["dataset"]["test_cases"] == bench["dataset"]["test_cases"]
+    assert {"fit:als", "evaluate:als"} <= set(stage["seconds"]) & set(bench["seconds"])
