@@ -6,22 +6,20 @@ import json
 
 import numpy as np
 import pytest
-from lastfm_files import prefix_rows, write_jsonl
+from lastfm_files import prefix_rows, write_split
 
-from llarapp.benchmark import lastfm
-from llarapp.benchmark.lastfm import (
-    SCORERS,
+from llarapp.benchmark.lastfm import run
+from llarapp.benchmark.lastfm.data import (
     LastFMData,
     Row,
     candidate_sets,
-    format_table,
     hit_ratio_at_1,
-    item_counts,
     load_lastfm,
-    register_scorer,
-    run_lastfm,
+    pad_histories,
     user_sequences,
 )
+from llarapp.benchmark.lastfm.run import SCORERS, format_table, register_scorer, run_lastfm
+from llarapp.benchmark.lastfm.scorers import item_counts
 
 N_ITEMS = 60
 PAD = N_ITEMS
@@ -41,18 +39,13 @@ def _user_seqs(n_users: int, rng: np.random.Generator) -> list[list[int]]:
 def data_dir(tmp_path):
     rng = np.random.default_rng(0)
     train_seqs = _user_seqs(30, rng)
-    write_jsonl(
-        tmp_path / "train_data.jsonl", [r for s in train_seqs for r in prefix_rows(s, PAD, WIDTH)]
-    )
     val = []
     for s in _user_seqs(12, rng):
         val.append(prefix_rows(s, PAD, WIDTH)[-1])  # last row of each user
     val.append(prefix_rows([1, 2, 3], PAD, WIDTH)[2])  # len_seq 2: filtered out
     val.append(prefix_rows([5, 6], PAD, WIDTH)[0])  # empty history (len_seq 1): filtered out
-    write_jsonl(tmp_path / "Val_data.jsonl", val)
-    names = "".join(f"{i}::Artist {i} Caf\u00e9\r\n" for i in range(N_ITEMS))
-    (tmp_path / "id2name.txt").write_bytes(names.encode("utf-8"))
-    return tmp_path
+    names = [f"Artist {i} Caf\u00e9" for i in range(N_ITEMS)]
+    return write_split(tmp_path, train_seqs, val, names, PAD)
 
 
 def _rows(n: int = 40, seed: int = 0) -> list[Row]:
@@ -86,6 +79,13 @@ def test_user_sequences_rebuild_training_users(data_dir):
     counts = item_counts(data)
     expected = np.bincount([i for s in seqs for i in s], minlength=N_ITEMS)
     assert np.array_equal(counts, expected)
+
+
+def test_pad_histories_keeps_the_last_items():
+    hist, lengths = pad_histories([[1, 2, 3], [4]], max_len=2, pad_id=PAD)
+    assert hist.tolist() == [[2, 3], [4, PAD]] and lengths.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="history 1 is empty"):
+        pad_histories([[1], []], 2, PAD)
 
 
 def test_candidate_sets():
@@ -152,7 +152,7 @@ class _Oracle:
 
 
 def test_run_lastfm_writes_documented_json(data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(lastfm, "SCORERS", dict(SCORERS))  # keep the registry clean
+    monkeypatch.setattr(run, "SCORERS", dict(SCORERS))  # keep the registry clean
     register_scorer("oracle")(_Oracle)
     with pytest.raises(ValueError, match="already registered"):
         register_scorer("oracle")(lambda: _Oracle())

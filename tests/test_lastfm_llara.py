@@ -6,25 +6,24 @@ import zlib
 
 import numpy as np
 import pytest
-from lastfm_files import prefix_rows, write_jsonl
+from lastfm_files import prefix_rows, write_split
 
-from llarapp.benchmark import lastfm
-from llarapp.benchmark.lastfm import (
-    SCORERS,
-    SequentialScorer,
+from llarapp.benchmark.lastfm import run
+from llarapp.benchmark.lastfm.data import (
     candidate_sets,
     hit_ratio_at_1,
     load_lastfm,
-    run_lastfm,
     user_sequences,
 )
-from llarapp.benchmark.lastfm_llara import (
+from llarapp.benchmark.lastfm.llara import (
     FEATURES,
     LlaraLastFMConfig,
     LlaraLastFMScorer,
     sample_candidates,
     sequence_examples,
 )
+from llarapp.benchmark.lastfm.run import SCORERS, run_lastfm
+from llarapp.benchmark.lastfm.scorers import SequentialScorer
 
 N_ITEMS = 60
 PAD = N_ITEMS
@@ -48,14 +47,8 @@ def _ring_users(n_users: int, rng: np.random.Generator) -> list[list[int]]:
 def data_dir(tmp_path):
     rng = np.random.default_rng(0)
     train = _ring_users(60, rng)
-    write_jsonl(
-        tmp_path / "train_data.jsonl", [r for s in train for r in prefix_rows(s, PAD, WIDTH)]
-    )
     val = [prefix_rows(s, PAD, WIDTH)[int(rng.integers(3, len(s)))] for s in _ring_users(40, rng)]
-    write_jsonl(tmp_path / "Val_data.jsonl", val)
-    names = "".join(f"{i}::Artist {i}\r\n" for i in range(N_ITEMS))
-    (tmp_path / "id2name.txt").write_bytes(names.encode("utf-8"))
-    return tmp_path
+    return write_split(tmp_path, train, val, [f"Artist {i}" for i in range(N_ITEMS)], PAD)
 
 
 class _HashEncoder:
@@ -148,7 +141,7 @@ def test_minilm_backbone_trains_lora_adapters_only(data_dir):
     import torch
     from safetensors.torch import load_file
 
-    from llarapp.features.text import model_path
+    from llarapp.text import model_path
 
     assert "llara++/minilm" in SCORERS
     assert SCORERS["llara++/minilm"]().config.backbone == "minilm"
@@ -212,7 +205,7 @@ def test_features_are_finite_and_cos_sum_matches_the_baseline(data_dir):
 
 
 def test_run_lastfm_includes_it(data_dir, monkeypatch):
-    monkeypatch.setattr(lastfm, "SCORERS", dict(SCORERS))
-    lastfm.SCORERS["llara++"] = lambda: LlaraLastFMScorer(_tiny(), encoder=_HashEncoder())
+    monkeypatch.setattr(run, "SCORERS", dict(SCORERS))
+    run.SCORERS["llara++"] = lambda: LlaraLastFMScorer(_tiny(), encoder=_HashEncoder())
     result = run_lastfm(data_dir, "val", None, seeds=2, scorers=["llara++"])
     assert result["models"]["llara++"]["hr@1"] > 0.5

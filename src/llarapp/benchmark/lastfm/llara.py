@@ -1,7 +1,8 @@
 """LLaRA++ on LLaRA's LastFM protocol: a feature-aware LLaRA-style ranker over 20 candidates.
 
 Data contract. :meth:`LlaraLastFMScorer.fit` reads only ``data.train`` (the training users'
-prefix rows, rebuilt into full sequences by :func:`~llarapp.benchmark.lastfm.user_sequences`),
+prefix rows, rebuilt into full sequences by
+:func:`~llarapp.benchmark.lastfm.data.user_sequences`),
 ``data.names`` (artist names, the item text) and ``data.n_items``; it never reads
 ``data.eval_rows``. :meth:`LlaraLastFMScorer.score` takes histories (lists of item ids, oldest
 first; the last :attr:`LlaraLastFMConfig.max_history` are used) and a ``(n_rows, n_candidates)``
@@ -51,8 +52,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -60,7 +60,15 @@ from typing import Protocol
 import numpy as np
 from scipy import sparse
 
-from llarapp.benchmark.lastfm import LastFMData, register_scorer, user_sequences
+from llarapp.benchmark.lastfm.data import (
+    LastFMData,
+    pad_histories,
+    user_item_matrix,
+    user_sequences,
+)
+from llarapp.benchmark.lastfm.scorers import torch_threads
+from llarapp.training.llara import p_hybrid
+from llarapp.training.stage import procrustes
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +151,7 @@ class LlaraLastFMConfig:
         seed: Seed of the user split, negatives, ALS, SVD and torch.
         threads: Torch intra-op threads while fitting / scoring (None: leave as is).
         text_cache_dir: Cache folder of the MiniLM vectors; ``"default"`` is the project's
-            cache (``llarapp.features.text.default_cache_dir()``), None disables it.
+            cache (``llarapp.text.default_cache_dir()``), None disables it.
     """
 
     b_fraction: float = 0.25
@@ -208,11 +216,7 @@ class BehaviorStats:
     ) -> None:
         self.n_items = n_items
         n = n_items
-        indptr = np.cumsum([0] + [len(set(s)) for s in seqs])
-        indices = np.fromiter((i for s in seqs for i in sorted(set(s))), dtype=np.int64)
-        X = sparse.csr_matrix(
-            (np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(seqs), n)
-        )
+        X = user_item_matrix(seqs, n, np.float32)
         users = np.asarray(X.sum(axis=0)).ravel()
         inv = (1.0 / np.sqrt(np.maximum(users, 1.0))).astype(np.float32)
 
@@ -344,12 +348,6 @@ def _svd_embeddings(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.hstack([u * root, vt.T * root]).astype(np.float32)
 
 
-def _procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Orthogonal ``R`` minimising ``||source @ R - target||`` (both ``(n, f)``)."""
-    u, _, vt = np.linalg.svd(source.T.astype(np.float64) @ target.astype(np.float64))
-    return (u @ vt).astype(np.float32)
-
-
 # ------------------------------------------------------------------------------- examples
 
 
@@ -417,14 +415,13 @@ def sample_candidates(
 # --------------------------------------------------------------------------------- scorer
 
 
-@register_scorer("llara++")
 class LlaraLastFMScorer:
     """LLaRA++ ranker for the LastFM protocol (see the module docstring).
 
     Args:
         config: Settings; the defaults are the benchmarked ones.
         encoder: Text encoder with ``encode(list[str]) -> (n, 384)`` L2-normalised vectors;
-            None builds :class:`llarapp.features.text.TextEncoder` on ``config.text_cache_dir``.
+            None builds :class:`llarapp.text.TextEncoder` on ``config.text_cache_dir``.
     """
 
     name = "llara++"
@@ -458,22 +455,10 @@ class LlaraLastFMScorer:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    @contextmanager
-    def _torch_threads(self) -> Iterator[None]:
-        import torch
-
-        previous = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
-
     def _text_vectors(self, data: LastFMData) -> np.ndarray:
         encoder = self.encoder
         if encoder is None:
-            from llarapp.features.text import TextEncoder, default_cache_dir
+            from llarapp.text import TextEncoder, default_cache_dir
 
             cache = self.config.text_cache_dir
             cache = default_cache_dir() if cache == "default" else cache
@@ -484,7 +469,7 @@ class LlaraLastFMScorer:
     def _behavior(self, stats: BehaviorStats) -> np.ndarray:
         """``(n_items + 1, f)`` behavior vectors in the reference basis (zero padding row)."""
         factors = stats.behavior
-        rotation = _procrustes(factors, self._reference)
+        rotation = procrustes(factors.astype(np.float64), self._reference.astype(np.float64))
         out = np.zeros((stats.n_items + 1, factors.shape[1]), dtype=np.float32)
         out[:-1] = factors @ rotation
         out[:-1] /= max(float(np.sqrt((out[:-1] ** 2).sum(axis=1).mean())), 1e-6)
@@ -540,8 +525,8 @@ class LlaraLastFMScorer:
             "intermediate_size": c.intermediate_size,
         }
         if c.backbone == "minilm":
-            from llarapp.features.text import model_path
             from llarapp.models.llara import load_minilm_backbone, minilm_backbone_config
+            from llarapp.text import model_path
 
             backbone = minilm_backbone_config(model_path())
             sizes = {
@@ -649,7 +634,7 @@ class LlaraLastFMScorer:
 
         train = (stats, behavior, hist, lengths, targets, weights)
         holdout = (stats, behavior, h_hist, h_len, h_cands)
-        with self._torch_threads(), torch.random.fork_rng(devices=[]):
+        with torch_threads(self.config.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
             model = self._build(behavior.shape[1], text.shape[1])
             with torch.no_grad():
@@ -716,7 +701,8 @@ class LlaraLastFMScorer:
         full = phase == "ranker"
         stats, behavior, hist, lengths, targets, weights = train
         holdout, h_weights = holdout
-        ramp = max(1.0, c.curriculum_epochs * -(-len(hist) // c.batch_size))
+        ramp = c.curriculum_epochs * -(-len(hist) // c.batch_size)
+        curriculum = "linear" if c.curriculum else "none"
         bad, step = 0, 0
         for epoch in range(1, epochs + 1):
             model.train()
@@ -725,8 +711,7 @@ class LlaraLastFMScorer:
             total = 0.0
             for a in range(0, len(perm), c.batch_size):
                 idx = perm[a : a + c.batch_size]
-                p_hybrid = min(1.0, step / ramp) if c.curriculum else 1.0
-                hybrid = float(rng.random() < p_hybrid)
+                hybrid = float(rng.random() < p_hybrid(curriculum, step, ramp))
                 if full:
                     inputs = self._inputs(
                         stats, behavior, hist[idx], lengths[idx], cands[idx], hybrid
@@ -759,17 +744,9 @@ class LlaraLastFMScorer:
     def score(self, histories: list[list[int]], candidates: np.ndarray) -> np.ndarray:
         """``(n_rows, n_candidates)`` float64 scores, higher is better."""
         assert self.model is not None and self.stats is not None, "fit first"
-        L, pad = self.config.max_history, self.stats.n_items
-        hist = np.full((len(histories), L), pad, dtype=np.int64)
-        lengths = np.zeros(len(histories), dtype=np.int64)
-        for i, h in enumerate(histories):
-            h = list(h)[-L:]
-            if not h:
-                raise ValueError(f"history {i} is empty")
-            hist[i, : len(h)] = h
-            lengths[i] = len(h)
+        hist, lengths = pad_histories(histories, self.config.max_history, self.stats.n_items)
         hybrid = 0.0 if self.config.text_only_eval else 1.0
-        with self._torch_threads():
+        with torch_threads(self.config.threads):
             return self._scores(
                 self.model,
                 self.stats,
@@ -782,8 +759,7 @@ class LlaraLastFMScorer:
             )
 
 
-@register_scorer("llara++/minilm")
-def _llara_minilm() -> LlaraLastFMScorer:
+def llara_minilm() -> LlaraLastFMScorer:
     """llara++ whose ranker layers are MiniLM's six pretrained encoder layers with LoRA adapters
     (LLaRA's LLM role) instead of a decoder trained from scratch; every other setting the same."""
     return LlaraLastFMScorer(
