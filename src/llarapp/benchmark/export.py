@@ -5,15 +5,17 @@ runs the export stage (:func:`llarapp.export.onnx_export.export_onnx`, which wri
 ``MODEL_DIR/onnx/`` and its ``manifest.json``), prints the table and writes JSON to ``out``::
 
     {"variants": {NAME: {"size_mb", "ndcg", "p50_ms", "p95_ms", "p99_ms", "throughput",
-                         "provider", "max_abs_diff", "top100_overlap"}},
-     "chosen": NAME,
+                         "provider", "max_abs_diff", "top100_overlap", "round_p50_ms"}},
+     "chosen": NAME, "choice": {"pinned", "reason", "comparisons"},
      "serving": {"file", "from_variant", "size_mb", "max_abs_diff", "top100_overlap", "p50_ms",
                  "p95_ms", "p99_ms", "throughput"},
      "encoder": {NAME: {"size_mb", "cosine_mean", "cosine_min", "p50_ms", ..., "throughput"}},
      "encoder_chosen": NAME, "manifest": PATH, "dataset": {...}, "seconds": {...}}
 
-``p*_ms`` are per call at batch 1 (one playlist, all its retrieved candidates); ``throughput``
-is playlists (encoder: texts) per second at batch 64.
+``p*_ms`` are per call at batch 1 (one playlist, all its retrieved candidates), timed in
+interleaved rounds (``round_p50_ms``: the p50 of each round); ``throughput`` is playlists
+(encoder: texts) per second at batch 64. ``choice`` says why ``chosen`` is served (the rule of
+:func:`~llarapp.export.onnx_export.choose_variant`, with each comparison's time ratios).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR
 log = logging.getLogger(__name__)
 
 TABLE_KEYS = ("size_mb", "ndcg", "p50_ms", "p95_ms", "p99_ms", "throughput")
-EXTRA_KEYS = ("provider", "max_abs_diff", "top100_overlap", "batch_max_abs_diff")
+EXTRA_KEYS = ("provider", "max_abs_diff", "top100_overlap", "batch_max_abs_diff", "round_p50_ms")
 SERVING_KEYS = ("file", "from_variant", "size_mb", "max_abs_diff", "top100_overlap", "p50_ms",
                 "p95_ms", "p99_ms", "throughput")  # fmt: skip
 
@@ -84,6 +86,7 @@ def run_export_benchmark(
             for name, row in manifest["variants"].items()
         },
         "chosen": manifest["chosen"],
+        "choice": manifest["choice"],
         "serving": {k: manifest["serving"].get(k) for k in SERVING_KEYS},
         "encoder": (manifest["encoder"] or {}).get("variants", {}),
         "encoder_chosen": (manifest["encoder"] or {}).get("variant"),
@@ -109,11 +112,9 @@ def _profile(model, model_dir: Path, work: Path, manifest: dict, cases: int = 30
     """Per-operator kernel time of every ONNX variant on the first validation cases."""
     from llarapp.export.onnx_export import to_feeds, validation_inputs
     from llarapp.export.profile import profile_ops
-    from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
 
-    rank_cases, _ = validation_inputs(model, work / "data", work / "split", cases)
-    batcher = RankerBatcher(model.stage, LlaraTrainConfig.from_dict(model.config))
-    feeds = [to_feeds(batcher.batch([rc], model.hybrid)) for rc in rank_cases]
+    candidates, _ = validation_inputs(model, work / "data", work / "split", cases)
+    feeds = [to_feeds(model, [c]) for c in candidates]
     threads = manifest["ranker"]["intra_op_num_threads"]
     return {
         name: profile_ops(model_dir / ONNX_DIR / row["file"], feeds, threads)
@@ -193,5 +194,9 @@ def format_table(result: dict) -> str:
         for name, prof in result["profile"].items():
             ops = ", ".join(f"{op} {v['ms']:.2f}" for op, v in prof["ops"].items())
             lines.append(f"| {name} | {prof['kernel_ms']:.2f} | {ops} |")
-    lines += ["", f"chosen: {result['chosen']}  manifest: {result['manifest']}"]
+    lines += [
+        "",
+        f"chosen: {result['chosen']}  manifest: {result['manifest']}",
+        f"why: {result['choice']['reason']}",
+    ]
     return "\n".join(lines)

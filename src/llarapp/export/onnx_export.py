@@ -14,11 +14,20 @@
    (MinMax) on ranker cases drawn from *training* playlists).
 3. **Parity** on the validation cases, each variant against ``pytorch_fp32`` on the same inputs:
    max |score difference| (real candidates), top-100 overlap, NDCG@500 of the candidate order.
-4. **Timing** on CPU with ``intra_op_num_threads`` pinned (PyTorch gets the same thread count):
-   p50 / p95 / p99 ms at batch 1 over the validation cases, throughput (cases/s) at batch 64.
-5. **Choose**: the fastest ONNX variant (p50 at batch 1) whose validation NDCG is within
-   ``ndcg_tolerance`` (1%) of PyTorch fp32; for the encoder, the faster of fp32 and QInt8, the
-   latter only when its cosine with fp32 is at least 0.99 on every check text (track texts).
+4. **Timing** on CPU with ``intra_op_num_threads`` pinned (PyTorch gets the same thread count),
+   interleaved: ``timing_repeats`` rounds, each running every variant in turn (the order
+   rotated by one per round) on the same validation cases, so load that comes and goes hits
+   every variant alike. p50 / p95 / p99 ms at batch 1 over all rounds, the p50 of each round
+   (``round_p50_ms``), and throughput (cases/s) at batch 64.
+5. **Choose** (:func:`choose_variant`, a pure function of the recorded figures, so the same
+   figures always give the same choice): ONNX variants are taken from the most exact to the
+   most approximate (:data:`ONNX_VARIANTS`); the first within the quality budget (validation
+   NDCG within ``ndcg_tolerance``, 1%, of PyTorch fp32) is served unless a later one in budget
+   is at least ``choice_margin`` (15%) faster -- the median over rounds of its p50 ratio to the
+   served one -- *and* faster in every round; it then becomes the one to beat. Ties and noise
+   within the margin keep the more exact variant. ``ExportConfig.variant`` pins the served
+   variant instead (it must be in budget). The encoder follows the same rule over fp32 and
+   QInt8, QInt8 in budget only when its cosine with fp32 is at least 0.99 on every check text.
 6. **Serving graph**: candidate vectors depend on the track alone, so servers compute them once
    per catalogue track; ``ranker.serving.onnx`` is the chosen variant's recipe applied to the
    rest of ``forward`` (query tokens, transformer, scoring) with ``cand_vectors`` as an input.
@@ -34,10 +43,11 @@ Files out (``MODEL_DIR/onnx/``)::
     ranker.serving.onnx  the chosen variant's recipe applied to the query side + scoring over
                     precomputed candidate vectors (``cand_vectors``), what the ranker server runs
     encoder.onnx, encoder.qint8.onnx, tokenizer/
-    manifest.json   {"chosen", "ranker": {file, provider, intra_op_num_threads, inputs, outputs,
-                    opset, exporter}, "encoder": {file, tokenizer, max_length, ...}, "parity",
-                    "variants": {NAME: {file, size_mb, ndcg, p50_ms, ...}}, "serving": {file,
-                    from_variant, inputs, max_abs_diff, p50_ms, ...}, ...}
+    manifest.json   {"chosen", "rule", "choice": {pinned, reason, comparisons},
+                    "ranker": {file, provider, intra_op_num_threads, inputs, outputs, opset,
+                    exporter}, "encoder": {file, tokenizer, max_length, choice, ...}, "parity",
+                    "variants": {NAME: {file, size_mb, ndcg, p50_ms, round_p50_ms, ...}},
+                    "serving": {file, from_variant, inputs, max_abs_diff, p50_ms, ...}, ...}
 """
 
 from __future__ import annotations
@@ -57,12 +67,14 @@ import torch
 from tqdm.auto import tqdm
 
 from llarapp.evaluation.metrics import ndcg
-from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR, make_session
+from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR
 from llarapp.models.llara import INPUT_NAMES, LlaraForCandidateScoring
+from llarapp.text import make_session
 
 log = logging.getLogger(__name__)
 
 REFERENCE = "pytorch_fp32"
+#: From the most exact to the most approximate: the order :func:`choose_variant` walks.
 ONNX_VARIANTS = ("onnx_fp32", "onnx_optimized", "onnx_qint8_dynamic", "onnx_qint8_static")
 VARIANT_FILES = {
     "onnx_fp32": "ranker.onnx",
@@ -90,10 +102,22 @@ class ExportConfig:
     calibration_playlists: int = 64  # training playlists whose cases calibrate static QInt8
     max_calibration_cases: int = 64  # each keeps its MatMul inputs in memory while calibrating
     warmup_runs: int = 10  # untimed runs per variant before timing
-    latency_runs: int = 200  # timed batch-1 runs per variant (cycling the validation cases)
+    # timed batch-1 runs per variant (cycling the validation cases), split evenly over the
+    # rounds (rounded up: at least one run per round)
+    latency_runs: int = 200
+    # interleaved timing rounds: each times every variant in turn on the same cases, so the
+    # choice compares variants round by round (paired) rather than across time
+    timing_repeats: int = 5
     throughput_batch: int = 64
     throughput_runs: int = 10  # timed runs of one batch of ``throughput_batch`` cases
-    ndcg_tolerance: float = 0.01  # chosen variant: NDCG >= (1 - tol) * PyTorch fp32 NDCG
+    ndcg_tolerance: float = 0.01  # a variant is in budget when NDCG >= (1 - tol) * fp32 NDCG
+    # a more approximate variant replaces a more exact one only when it is at least this much
+    # faster (median over rounds of its per-round p50 ratio <= 1 - margin) and faster in every
+    # round; below that, timing noise could flip the choice from one run to the next
+    choice_margin: float = 0.15
+    # serve this ONNX variant whatever the timings say (it must still be in the NDCG budget);
+    # None: the rule chooses. Tests pin it so that no result depends on wall-clock timing.
+    variant: str | None = None
     encoder: bool = True  # also export / quantize / time the MiniLM encoder
     encoder_check_texts: int = 1000  # track texts the encoder variants are compared on
     min_encoder_cosine: float = 0.99
@@ -102,11 +126,17 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.opset < 18:
             raise ValueError(f"opset={self.opset}: the dynamo exporter needs opset >= 18")
-        for name in ("threads", "latency_runs", "throughput_batch", "throughput_runs"):
+        positive = ("threads", "latency_runs", "timing_repeats", "throughput_batch")
+        for name in (*positive, "throughput_runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ExportConfig.{name}={getattr(self, name)}: expected >= 1")
-        if not 0 <= self.ndcg_tolerance < 1:
-            raise ValueError(f"ndcg_tolerance={self.ndcg_tolerance}: expected 0 <= x < 1")
+        for name in ("ndcg_tolerance", "choice_margin"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"ExportConfig.{name}={getattr(self, name)}: expected 0 <= x < 1")
+        if self.variant is not None and self.variant not in ONNX_VARIANTS:
+            raise ValueError(
+                f"ExportConfig.variant={self.variant!r}: expected None or one of {ONNX_VARIANTS}"
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +247,7 @@ def optimize_saved(src: Path, dst: Path, threads: int = 1, level: str = "extende
     """Run onnxruntime graph optimization on ``src`` and save the optimized graph as ``dst``."""
     import onnxruntime as ort
 
-    from llarapp.export.runtime import session_options
+    from llarapp.text import session_options
 
     opts = session_options(threads, level)
     opts.optimized_model_filepath = str(dst)
@@ -294,26 +324,30 @@ def quantize_ranker_static(src: Path, dst: Path, calibration: Sequence[dict]) ->
 # --------------------------------------------------------------------------------------------
 # Inputs: validation and calibration cases
 # --------------------------------------------------------------------------------------------
-def to_feeds(batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Ranker tensors (a ``RankerBatcher.batch``) as float32 numpy feeds, labels dropped."""
-    return {k: batch[k].numpy().astype(np.float32, copy=False) for k in INPUT_NAMES}
+def to_feeds(model, cases: list) -> dict[str, np.ndarray]:
+    """``forward``'s inputs (float32 numpy feeds) for a batch of ``cases`` (``Candidates``),
+    built as the servers and training build them (``LlaraPP.ranker_inputs``)."""
+    return model.ranker_inputs(cases, full=True)
 
 
 def validation_inputs(model, data_dir: Path, split_dir: Path, max_cases: int | None):
-    """``(rank_cases, hidden_uris)`` of the validation cases, retrieved as served."""
+    """``(candidates, hidden_uris)`` of the validation cases, encoded and retrieved as served
+    (``LlaraPP.candidates``)."""
     from llarapp.data.dataset import load_cases
 
     valid = load_cases(data_dir, split_dir, "valid", max_cases)
     if not valid:
         raise ValueError(f"{split_dir}: no validation cases to check the export on")
-    cases = [model.rank_case(ec.case) for ec in tqdm(valid, desc="valid cases", leave=False)]
+    cases = [model.candidates(ec.case) for ec in tqdm(valid, desc="valid cases", leave=False)]
     return cases, [list(ec.hidden) for ec in valid]
 
 
 def calibration_cases(model, data_dir: Path, split_dir: Path, config: ExportConfig) -> list:
-    """Ranker cases (challenge categories) from a sample of *training* playlists."""
+    """Candidates of ranker cases (challenge categories) from a sample of *training*
+    playlists."""
     from llarapp.data.schema import INTERACTIONS_FILE, PLAYLISTS_FILE
     from llarapp.data.split import FOLDS_FILE
+    from llarapp.models.llarapp import Candidates
     from llarapp.training.llara import LlaraTrainConfig, ranker_cases_from_playlists
 
     folds = pq.read_table(split_dir / FOLDS_FILE, columns=["pid", "fold"]).to_pandas()
@@ -337,7 +371,10 @@ def calibration_cases(model, data_dir: Path, split_dir: Path, config: ExportConf
         model.stage, [ordered[p] for p in pids], titles, model.encoder.encode(titles), train_config
     )
     order = rng.permutation(len(cases))[: config.max_calibration_cases]
-    return [cases[i] for i in order]
+    return [
+        Candidates(cases[i].query, cases[i].candidates, cases[i].features, cases[i].seed_idx)
+        for i in order
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,55 +433,209 @@ def validation_ndcg(
     return float(np.mean(values)) if values else 0.0
 
 
-def time_scorer(
-    run: Scorer,
-    single: Sequence[dict[str, np.ndarray]],
-    batch: dict[str, np.ndarray],
+def time_variants(
+    calls: dict[str, Callable[[Any], object]],
+    single: Sequence[Any],
+    batch: Any,
+    batch_size: int,
     config: ExportConfig,
-) -> dict[str, float]:
-    """p50 / p95 / p99 ms at batch 1 (cycling ``single``) and cases/s on ``batch``."""
-    for i in range(config.warmup_runs):
-        run(single[i % len(single)])
-    latency = []
-    for i in range(config.latency_runs):
-        feeds = single[i % len(single)]
-        start = time.perf_counter()
-        run(feeds)
-        latency.append((time.perf_counter() - start) * 1000.0)
-    run(batch)
-    start = time.perf_counter()
-    for _ in range(config.throughput_runs):
-        run(batch)
-    elapsed = time.perf_counter() - start
-    n = len(batch["cand_mask"])
-    p50, p95, p99 = np.percentile(latency, [50, 95, 99])
-    return {
-        "p50_ms": round(float(p50), 4),
-        "p95_ms": round(float(p95), 4),
-        "p99_ms": round(float(p99), 4),
-        "throughput": round(n * config.throughput_runs / elapsed, 2),
-    }
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, dict[str, Any]]:
+    """Time every call at batch 1 and on ``batch``, interleaved across calls.
 
-
-def choose_variant(variants: dict[str, dict], tolerance: float = 0.01) -> str:
-    """The fastest ONNX variant (p50 at batch 1) whose NDCG is within ``tolerance`` of fp32.
+    ``config.warmup_runs`` untimed runs of each call first; then ``config.timing_repeats``
+    rounds, each timing every call in turn (the order rotated by one per round) for
+    ``ceil(latency_runs / timing_repeats)`` runs on the same inputs of ``single``, then the
+    ``throughput_runs`` batch runs, also a call at a time.
 
     Args:
-        variants: ``{NAME: {"ndcg", "p50_ms", ...}}`` holding ``pytorch_fp32`` (the reference)
-            and ONNX variants (those with a ``file``).
-        tolerance: Relative NDCG loss allowed against ``pytorch_fp32``.
+        calls: ``{NAME: call}``; a call takes one item of ``single`` or ``batch``.
+        single: Batch-1 inputs, cycled.
+        batch: One input of ``batch_size`` items (throughput).
+        batch_size: Items in ``batch``.
+        config: Run counts.
+        clock: Seconds (tests pass a fake clock).
+
+    Returns:
+        ``{NAME: {"p50_ms", "p95_ms", "p99_ms" (over all rounds), "round_p50_ms" (one per
+        round), "throughput" (items/s)}}``.
+    """
+    names = list(calls)
+    for name in names:
+        for i in range(config.warmup_runs):
+            calls[name](single[i % len(single)])
+    per_round = -(-config.latency_runs // config.timing_repeats)
+    latency: dict[str, list[list[float]]] = {name: [] for name in names}
+    for r in range(config.timing_repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            ms = []
+            for i in range(per_round):
+                inputs = single[(r * per_round + i) % len(single)]
+                start = clock()
+                calls[name](inputs)
+                ms.append((clock() - start) * 1000.0)
+            latency[name].append(ms)
+    elapsed = dict.fromkeys(names, 0.0)
+    for name in names:
+        calls[name](batch)
+    for r in range(config.throughput_runs):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = clock()
+            calls[name](batch)
+            elapsed[name] += clock() - start
+    out = {}
+    for name in names:
+        p50, p95, p99 = np.percentile(np.concatenate(latency[name]), [50, 95, 99])
+        out[name] = {
+            "p50_ms": round(float(p50), 4),
+            "p95_ms": round(float(p95), 4),
+            "p99_ms": round(float(p99), 4),
+            "round_p50_ms": [round(float(np.median(ms)), 4) for ms in latency[name]],
+            "throughput": round(batch_size * config.throughput_runs / elapsed[name], 2),
+        }
+    return out
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    """What :func:`choose_stable` (or :func:`choose_variant`) serves, and why."""
+
+    variant: str
+    reason: str
+    #: each challenger against the variant it had to beat: ``{"variant", "against",
+    #: "round_ratios", "median_ratio", "won"}`` (time ratios, challenger / incumbent)
+    comparisons: tuple[dict[str, Any], ...] = ()
+
+
+def _ratio(a: float, b: float) -> float:
+    """``a / b`` for times, with 0 / 0 a tie and x / 0 (x > 0) slower."""
+    if b > 0:
+        return a / b
+    return 1.0 if a <= 0 else float("inf")
+
+
+def choose_stable(
+    order: Sequence[str],
+    round_ms: dict[str, Sequence[float]],
+    in_budget: Sequence[str],
+    margin: float,
+) -> VariantChoice:
+    """The most exact variant in budget, unless a more approximate one is clearly faster.
+
+    Walks ``order`` (most exact first) over the variants in budget: the first is the incumbent;
+    each later one replaces it only when the median over rounds of its per-round time ratio to
+    the incumbent is at most ``1 - margin`` *and* it is faster in every round. A pure function:
+    the same figures give the same choice, ties and noise within the margin keep the incumbent.
+
+    Args:
+        order: Variant names, most exact first.
+        round_ms: ``{NAME: per-round p50 ms}``, the same number of rounds for every variant in
+            budget (round ``i`` of every variant timed side by side).
+        in_budget: Names that meet the quality budget.
+        margin: Relative speed-up a later variant needs, ``0 <= margin < 1``.
 
     Raises:
-        ValueError: When no ONNX variant keeps NDCG within the tolerance.
+        ValueError: No variant of ``order`` is in budget, or round counts differ or are zero.
+    """
+    if not 0 <= margin < 1:
+        raise ValueError(f"choose_stable: margin={margin}, expected 0 <= margin < 1")
+    candidates = [name for name in order if name in set(in_budget)]
+    if not candidates:
+        raise ValueError(f"choose_stable: none of {list(order)} is within the quality budget")
+    rounds = {name: [float(x) for x in round_ms[name]] for name in candidates}
+    counts = {name: len(v) for name, v in rounds.items()}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise ValueError(f"choose_stable: rounds per variant {counts}, expected equal and >= 1")
+    incumbent = candidates[0]
+    comparisons = []
+    for challenger in candidates[1:]:
+        ratios = [_ratio(c, i) for c, i in zip(rounds[challenger], rounds[incumbent], strict=True)]
+        median = float(np.median(ratios))
+        won = median <= 1.0 - margin and max(ratios) < 1.0
+        comparisons.append(
+            {
+                "variant": challenger,
+                "against": incumbent,
+                "round_ratios": [round(r, 4) for r in ratios],
+                "median_ratio": round(median, 4),
+                "won": won,
+            }
+        )
+        if won:
+            incumbent = challenger
+    out_of_budget = [name for name in order if name not in candidates]
+    steps = "; ".join(
+        f"{c['variant']} / {c['against']} time ratio {c['median_ratio']:.3f} (median), "
+        f"{max(c['round_ratios']):.3f} (slowest round): " + ("replaces it" if c["won"] else "kept")
+        for c in comparisons
+    )
+    reason = (
+        f"{incumbent}: a later variant replaces the one before it only when >= {margin:.0%} "
+        f"faster in the median of {counts[candidates[0]]} interleaved rounds and faster in every "
+        f"round"
+        + (f"; {steps}" if steps else "")
+        + (f"; out of the quality budget: {', '.join(out_of_budget)}" if out_of_budget else "")
+    )
+    return VariantChoice(incumbent, reason, tuple(comparisons))
+
+
+def choose_variant(
+    variants: dict[str, dict],
+    tolerance: float = 0.01,
+    margin: float = 0.15,
+    pinned: str | None = None,
+) -> VariantChoice:
+    """The ONNX ranker variant to serve, from its recorded NDCG and per-round timings.
+
+    In budget: NDCG within ``tolerance`` of ``pytorch_fp32``; among those,
+    :func:`choose_stable` over :data:`ONNX_VARIANTS` (``onnx_fp32`` first) with ``margin``.
+
+    Args:
+        variants: ``{NAME: {"ndcg", "round_p50_ms", ...}}`` holding ``pytorch_fp32`` (the
+            reference) and ONNX variants (those with a ``file``).
+        tolerance: Relative NDCG loss allowed against ``pytorch_fp32``.
+        margin: Speed-up a more approximate variant needs (see :func:`choose_stable`).
+        pinned: Serve this variant instead of the rule's choice (it must be in budget).
+
+    Raises:
+        ValueError: No reference, no ONNX variant in budget, or ``pinned`` is not in budget.
     """
     if REFERENCE not in variants:
         raise ValueError(f"choose_variant: no {REFERENCE!r} reference in {sorted(variants)}")
     floor = (1.0 - tolerance) * variants[REFERENCE]["ndcg"]
-    ok = {n: v for n, v in variants.items() if v.get("file") and v["ndcg"] >= floor - 1e-12}
-    if not ok:
+    order = [n for n in ONNX_VARIANTS if n in variants and variants[n].get("file")]
+    in_budget = [n for n in order if variants[n]["ndcg"] >= floor - 1e-12]
+    if not in_budget:
         found = {n: v["ndcg"] for n, v in variants.items()}
         raise ValueError(f"no ONNX variant keeps NDCG >= {floor:.5f}; found {found}")
-    return min(ok, key=lambda n: (ok[n]["p50_ms"], n))
+    round_ms = {n: variants[n]["round_p50_ms"] for n in in_budget}
+    rule = choose_stable(order, round_ms, in_budget, margin)
+    if pinned is None:
+        return rule
+    if pinned not in in_budget:
+        raise ValueError(
+            f"ExportConfig.variant={pinned!r}: not within the NDCG budget "
+            f"(NDCG >= {floor:.5f}); in budget: {in_budget}"
+        )
+    reason = f"{pinned}: pinned by ExportConfig.variant; the rule alone serves {rule.reason}"
+    return VariantChoice(pinned, reason, rule.comparisons)
+
+
+def rule_text(config: ExportConfig) -> str:
+    """The choice rule of :func:`choose_variant` in words, with ``config``'s figures."""
+    text = (
+        f"ONNX variants from the most exact to the most approximate ({', '.join(ONNX_VARIANTS)}):"
+        f" the first whose validation NDCG@500 is within {config.ndcg_tolerance:.0%} of "
+        f"{REFERENCE} is served unless a later one within it is >= {config.choice_margin:.0%} "
+        f"faster (median over {config.timing_repeats} interleaved rounds of its p50 ms ratio at "
+        f"batch 1, {config.provider}, {config.threads} thread(s)) and faster in every round; "
+        "that one is then the one to beat"
+    )
+    if config.variant:
+        text += f"; pinned by ExportConfig.variant={config.variant!r}"
+    return text
 
 
 def size_mb(path: Path) -> float:
@@ -473,14 +664,13 @@ def export_onnx(
         data_dir: The ingest folder it was trained on.
         split_dir: The split folder it was trained on (validation cases, training playlists).
         config: Export knobs.
-        model: The loaded :class:`~llarapp.models.llarapp_model.LlaraPP` (default: load it).
+        model: The loaded :class:`~llarapp.models.llarapp.LlaraPP` (default: load it).
 
     Returns:
         The manifest written to ``MODEL_DIR/onnx/manifest.json`` (see the module docstring).
     """
     from llarapp.models.base import Recommender
-    from llarapp.models.llarapp_model import LlaraPP
-    from llarapp.training.llara import LlaraTrainConfig, RankerBatcher
+    from llarapp.models.llarapp import LlaraPP
 
     config = config or ExportConfig()
     model_dir, data_dir, split_dir = Path(model_dir), Path(data_dir), Path(split_dir)
@@ -496,13 +686,12 @@ def export_onnx(
     try:
         # ---- inputs
         t = time.perf_counter()
-        batcher = RankerBatcher(model.stage, LlaraTrainConfig.from_dict(model.config))
         cases, hidden = validation_inputs(model, data_dir, split_dir, config.max_valid_cases)
-        single = [to_feeds(batcher.batch([rc], model.hybrid)) for rc in cases]
+        single = [to_feeds(model, [c]) for c in cases]
         fill = [cases[i % len(cases)] for i in range(config.throughput_batch)]
-        big = to_feeds(batcher.batch(fill, model.hybrid))
+        big = to_feeds(model, fill)
         calib_cases = calibration_cases(model, data_dir, split_dir, config)
-        calibration = [to_feeds(batcher.batch([rc], model.hybrid)) for rc in calib_cases]
+        calibration = [to_feeds(model, [c]) for c in calib_cases]
         seconds["inputs"] = time.perf_counter() - t
 
         # ---- export and variants
@@ -551,11 +740,13 @@ def export_onnx(
                     np.abs(run(big) - ref_batch)[big_mask].max(initial=0.0)
                 ),
             }
-            row.update(time_scorer(run, single, big, config))
             if name in load_ms:
                 row["load_ms"] = load_ms[name]
                 row["recipe"] = recipes[name]
             variants[name] = row
+        timings = time_variants(scorers, single, big, len(big["cand_mask"]), config)
+        for name, row in variants.items():
+            row.update(timings[name])
             log.info(
                 "%s: ndcg %.4f  max|diff| %.2e  top100 %.3f  p50 %.3f ms  %.0f cases/s",
                 name,
@@ -565,7 +756,10 @@ def export_onnx(
                 row["p50_ms"],
                 row["throughput"],
             )
-        chosen = choose_variant(variants, config.ndcg_tolerance)
+        choice = choose_variant(
+            variants, config.ndcg_tolerance, config.choice_margin, config.variant
+        )
+        chosen = choice.variant
         seconds["parity_timing"] = time.perf_counter() - t
         t = time.perf_counter()
         serving = _serving_section(ranker, out, chosen, single, big, ref_scores, cases, config)
@@ -584,11 +778,12 @@ def export_onnx(
     manifest = {
         "format": "llarapp-onnx/1",
         "chosen": chosen,
-        "rule": (
-            f"fastest ONNX variant (p50 ms at batch 1, {config.provider}, "
-            f"{config.threads} thread(s)) whose validation NDCG@500 is within "
-            f"{config.ndcg_tolerance:.0%} of {REFERENCE}"
-        ),
+        "rule": rule_text(config),
+        "choice": {
+            "pinned": config.variant,
+            "reason": choice.reason,
+            "comparisons": list(choice.comparisons),
+        },
         "ranker": {
             "variant": chosen,
             "file": VARIANT_FILES[chosen],
@@ -676,7 +871,10 @@ def _serving_section(
         "top100_overlap": round(top_overlap(scores, ref_scores, cases), 6),
         "size_mb": size_mb(dst),
     }
-    row.update(time_scorer(run, feeds, serving_feeds(ranker, big), config))
+    big_feeds = serving_feeds(ranker, big)
+    row.update(
+        time_variants({"serving": run}, feeds, big_feeds, len(big["cand_mask"]), config)["serving"]
+    )
     log.info("serving graph: max|diff| %.2e  p50 %.3f ms", row["max_abs_diff"], row["p50_ms"])
     return row
 
@@ -685,8 +883,8 @@ def _encoder_section(out: Path, data_dir: Path, config: ExportConfig) -> dict[st
     """Export the encoder, compare its variants on track texts, time them, pick one."""
     from llarapp.data.dataset import track_texts
     from llarapp.data.schema import TRACKS_FILE
-    from llarapp.export.encoder import export_encoder
-    from llarapp.export.runtime import OnnxTextEncoder
+    from llarapp.text import OnnxTextEncoder
+    from llarapp.text.build import export_encoder
 
     tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
     texts = track_texts(tracks)
@@ -696,20 +894,41 @@ def _encoder_section(out: Path, data_dir: Path, config: ExportConfig) -> dict[st
     result = export_encoder(
         out, texts, threads=config.threads, min_cosine=config.min_encoder_cosine
     )
-    rows = {}
-    for name, path in (("encoder_fp32", result.fp32), ("encoder_qint8", result.qint8)):
-        enc = OnnxTextEncoder(path, result.tokenizer, result.max_length, threads=config.threads)
-        single = [[t] for t in texts]
-        big = [texts[i % len(texts)] for i in range(config.throughput_batch)]
-        timing = _time_texts(enc.encode, single, big, config)
-        rows[name] = {"file": path.name, "size_mb": size_mb(path), **timing}
+    paths = {"encoder_fp32": result.fp32, "encoder_qint8": result.qint8}
+    encode = {
+        name: OnnxTextEncoder(
+            path, result.tokenizer, result.max_length, threads=config.threads
+        ).encode
+        for name, path in paths.items()
+    }
+    single = [[t] for t in texts]
+    big = [texts[i % len(texts)] for i in range(config.throughput_batch)]
+    # fewer runs than the ranker's: one encoder call costs several ranker calls
+    light = dataclasses.replace(
+        config,
+        warmup_runs=min(config.warmup_runs, 5),
+        latency_runs=min(config.latency_runs, 100),
+        throughput_runs=min(config.throughput_runs, 3),
+    )
+    timings = time_variants(encode, single, big, len(big), light)
+    rows = {
+        name: {"file": path.name, "size_mb": size_mb(path), **timings[name]}
+        for name, path in paths.items()
+    }
     rows["encoder_fp32"].update(cosine_mean=1.0, cosine_min=1.0)
     rows["encoder_qint8"].update(
         cosine_mean=round(result.cosine_mean, 6), cosine_min=round(result.cosine_min, 6)
     )
-    # the same rule as the ranker's: the fastest variant that keeps quality (cosine bound)
-    ok = ["encoder_fp32"] + (["encoder_qint8"] if result.quantization["passed"] else [])
-    serve = min(ok, key=lambda n: (rows[n]["p50_ms"], n))
+    # the ranker's rule: QInt8 is in budget when it meets the cosine bound, and is served only
+    # when clearly and consistently faster than fp32
+    in_budget = ["encoder_fp32"] + (["encoder_qint8"] if result.quantization["passed"] else [])
+    choice = choose_stable(
+        list(paths),
+        {name: rows[name]["round_p50_ms"] for name in paths},
+        in_budget,
+        config.choice_margin,
+    )
+    serve = choice.variant
     return {
         "variant": serve,
         "file": rows[serve]["file"],
@@ -728,29 +947,7 @@ def _encoder_section(out: Path, data_dir: Path, config: ExportConfig) -> dict[st
         "quantization": {k: v for k, v in result.quantization.items() if k != "excluded_nodes"},
         "quantization_tried": result.tried,
         "variants": rows,
-    }
-
-
-def _time_texts(encode, single: list[list[str]], big: list[str], config: ExportConfig) -> dict:
-    runs = max(1, min(config.latency_runs, 100))
-    for i in range(min(config.warmup_runs, 5)):
-        encode(single[i % len(single)])
-    latency = []
-    for i in range(runs):
-        start = time.perf_counter()
-        encode(single[i % len(single)])
-        latency.append((time.perf_counter() - start) * 1000.0)
-    reps = max(1, min(config.throughput_runs, 3))
-    start = time.perf_counter()
-    for _ in range(reps):
-        encode(big)
-    elapsed = time.perf_counter() - start
-    p50, p95, p99 = np.percentile(latency, [50, 95, 99])
-    return {
-        "p50_ms": round(float(p50), 4),
-        "p95_ms": round(float(p95), 4),
-        "p99_ms": round(float(p99), 4),
-        "throughput": round(len(big) * reps / elapsed, 2),
+        "choice": {"reason": choice.reason, "comparisons": list(choice.comparisons)},
     }
 
 
