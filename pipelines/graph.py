@@ -1,14 +1,10 @@
 """The stage graph both pipelines share: ingest -> ... -> evaluate -> gate -> If(passed) ->
 export -> register -> deploy, with retries, resource requests and caching set per stage."""
 
-import sys
-from pathlib import Path
 from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Markdown, Model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: ``components``
 
 from components.behavior_features.component import behavior_features
 from components.deploy.component import deploy

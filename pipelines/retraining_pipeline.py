@@ -1,6 +1,6 @@
 """The LLaRA++ retraining pipeline (KFP v2). Run this file to compile it beside itself.
 
-    python pipelines/retraining_pipeline.py   # -> pipelines/retraining_pipeline.yaml
+    python -m pipelines.retraining_pipeline   # -> pipelines/retraining_pipeline.yaml
 
 Started by a drift check or by enough feedback (``trigger`` records which) on fresh data that
 includes the feedback exported as playlists. Same stages as the training pipeline, stricter by
@@ -10,12 +10,9 @@ tuned ALS settings when given (``als_config``) and trains fewer epochs. (A LoRA 
 champion's ranker instead of a fresh fit needs a library function; see the README.)
 """
 
-import sys
 from pathlib import Path
 
 from kfp import compiler, dsl
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.graph import PipelineOutputs, pipeline_outputs, training_graph
 from pipelines.training_pipeline import BASELINES

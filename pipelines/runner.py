@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PIPELINES = {"training": "training_pipeline", "retraining": "retraining_pipeline"}
 
@@ -27,7 +23,7 @@ def package_path(name: str) -> Path:
     """The compiled YAML of pipeline ``name`` (``training`` or ``retraining``)."""
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; expected one of {sorted(PIPELINES)}")
-    return ROOT / "pipelines" / f"{PIPELINES[name]}.yaml"
+    return Path(__file__).resolve().with_name(f"{PIPELINES[name]}.yaml")
 
 
 def compile_pipeline(name: str, out: Path | str | None = None) -> Path:

@@ -1,6 +1,6 @@
 """The LLaRA++ training pipeline (KFP v2). Run this file to compile it beside itself.
 
-    python pipelines/training_pipeline.py            # -> pipelines/training_pipeline.yaml
+    python -m pipelines.training_pipeline            # -> pipelines/training_pipeline.yaml
     llarapp pipeline run --local --data runs/synth   # run it on this machine (kfp.local)
     llarapp pipeline submit --host URL --data s3://bucket/mpd
 
@@ -11,12 +11,9 @@ empty to tune), the gate's metric and margins, the MLflow tracking URI and model
 where deploy points the model server.
 """
 
-import sys
 from pathlib import Path
 
 from kfp import compiler, dsl
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.graph import PipelineOutputs, pipeline_outputs, training_graph
 

@@ -5,17 +5,14 @@ plus a run that fails part-way."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from tiny_model import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pipelines import runner  # noqa: E402
+from components.image import IMAGE
+from pipelines import runner
 
 QUICK_EXPORT = {
     "encoder": False,
@@ -64,7 +61,7 @@ def test_graph_gate_retries_resources_caching(name: str) -> None:
     executors = spec["deploymentSpec"]["executors"]
     for executor in executors.values():
         container = executor["container"]
-        assert container["image"] == "ghcr.io/llarapp/llarapp-python:0.1.0"
+        assert container["image"] == IMAGE
         assert container["resources"]["cpuRequest"] > 0
         assert container["resources"]["memoryRequest"] > 0
 

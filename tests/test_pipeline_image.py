@@ -8,10 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
 import pytest
+
+from components.image import IMAGE, REPOSITORY
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile.component"
@@ -40,8 +43,13 @@ def test_dockerfile_shape() -> None:
     assert user and user[-1] not in ("0", "root")
     env = " ".join(arg for word, arg in ins if word == "ENV")
     assert "HF_HUB_OFFLINE=1" in env
-    for path in (ROOT / "components").glob("*/component.py"):
-        assert 'IMAGE = "ghcr.io/llarapp/llarapp-python:0.1.0"' in path.read_text()
+
+
+def test_image_tag_is_the_package_version() -> None:
+    """The components name the image of the package version the Dockerfile installs."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    repository, _, tag = IMAGE.rpartition(":")
+    assert (repository, tag) == (REPOSITORY, version)
 
 
 def test_dockerfile_lints_clean() -> None:

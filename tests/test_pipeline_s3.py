@@ -4,8 +4,6 @@ component, the trained model out through the deploy stage and back, loaded and r
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,10 +12,7 @@ from kfp import dsl
 # the nanio server fixtures (started and stopped by PID there)
 from test_storage_s3 import s3_env, s3_server  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from components.ingest.component import ingest  # noqa: E402
+from components.ingest.component import ingest
 
 pytestmark = pytest.mark.integration
 

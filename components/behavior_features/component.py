@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-IMAGE = "ghcr.io/llarapp/llarapp-python:0.1.0"
+from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -16,7 +16,7 @@ def behavior_features(
 ) -> None:
     """Fit ALS on the training fold; coordinate-search its knobs on validation cases.
 
-    Library: :func:`llarapp.features.behavior.fit_behavior`. ``als_config`` (ALSConfig fields)
+    Library: :func:`llarapp.training.behavior.fit_behavior`. ``als_config`` (ALSConfig fields)
     skips tuning when not empty.
 
     Files in: ``data`` (ingest tables), ``splits`` (``folds.parquet``, ``cases.parquet``).
