@@ -23,13 +23,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llarapp demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
-## make test: format check, lint, then every test
+## make test: format check, lint, architecture rules (import contracts), then every test
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .
