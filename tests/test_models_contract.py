@@ -179,7 +179,7 @@ class TestLlaraPP(RecommenderContract):
 
         config = dataclasses.replace(
             TINY,
-            als=ALSConfig(factors=4, iterations=10, regularization=0.1, bm25=False),
+            als=ALSConfig(factors=2, iterations=15, regularization=0.1, alpha=10.0),  # as TestALS
             n_candidates=20,
             rank_share=0.5,
         )
