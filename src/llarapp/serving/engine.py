@@ -159,6 +159,7 @@ class ServingEngine:
         self.max_seeds = int(model.config.get("max_seeds", 50))
         self.hybrid = bool(model.hybrid)
         self.uris = stage.catalog.uris
+        self.index = stage.catalog.index  # URI -> catalogue index (the v2 servers read it)
         self.names = model.names
         self._uri_list = self.uris.astype(object)  # Python str per track, built once
         self.pop_order = model.pop_order
