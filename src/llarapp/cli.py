@@ -9,6 +9,7 @@ Examples::
     llarapp features behavior --data runs/data --split runs/split --out runs/behavior
     llarapp benchmark quality --mpd ../shared/data/mpd-dev --out runs/quality.json
     llarapp benchmark export --model runs/model --mpd ../shared/data/mpd-dev --out runs/export.json
+    llarapp catalog add --model runs/model --tracks new_releases.jsonl
     llarapp serve --model runs/model --port 8080
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp pipeline compile
@@ -173,6 +174,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
     argv += ["--graph", args.graph] if args.graph else []
     argv += ["--workers", str(args.workers)]
     os.execve(argv[0], argv, server_env())
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> None:
+    from llarapp.models.llarapp.catalog import add_tracks, read_new_tracks
+
+    report = add_tracks(args.model, read_new_tracks(args.tracks))
+    print(
+        f"added {report['added']} track(s) to {args.model} (catalogue "
+        f"{report['catalogue_before']} -> {report['catalogue_after']}): "
+        f"{report['from_artist']} from their artist's played tracks, "
+        f"{report['from_projector']} from the track projector; "
+        f"{report['new_artists']} new artist(s), {report['generated_uris']} generated URI(s); "
+        f"{len(report['skipped'])} skipped as already present"
+    )
+    for s in report["skipped"]:
+        print(f"  skipped line {s['line']}: {s['track_uri']} ({s['reason']})")
+    if report["added"]:
+        print("restart `llarapp serve` on this folder (or deploy it again) to serve them")
 
 
 def cmd_serving_bench(args: argparse.Namespace) -> None:
@@ -477,6 +496,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=1,
                    help="server processes sharing the port (each loads the model)")  # fmt: skip
     p.set_defaults(fn=cmd_serve)
+
+    cat = groups.add_parser("catalog", help="a trained model's catalogue: add new releases")
+    cat = cat.add_subparsers(dest="cmd", required=True, metavar="CMD")
+    p = cat.add_parser("add", help="add tracks nobody has played yet, without retraining")
+    p.add_argument("--model", required=True, help="a trained llara++ MODEL_DIR (rewritten)")
+    p.add_argument(
+        "--tracks",
+        required=True,
+        help="JSON lines: track_name, artist_name, optional album_name and track_uri",
+    )
+    p.set_defaults(fn=cmd_catalog_add)
 
     pipe = groups.add_parser("pipeline", help="Kubeflow pipelines: compile, run, submit")
     pipe = pipe.add_subparsers(dest="cmd", required=True, metavar="CMD")

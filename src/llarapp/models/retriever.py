@@ -13,12 +13,14 @@ each score the whole catalogue, exactly (``argpartition``):
 - ``knn``: item co-occurrence with the warm seeds (warm tracks only);
 - ``title_knn``: votes of the training playlists whose titles are nearest to the case's title
   in MiniLM space (warm tracks only);
-- ``artist``: the share of the seeds by each track's artist (warm tracks only). A playlist's
+- ``artist``: the share of the seeds by each track's artist (warm tracks, and new releases
+  added since training by ``llarapp catalog add``). A playlist's
   next tracks are often by an artist already in it, which ALS blurs: on mpd-dev this source
   took NDCG from 0.2456 to 0.2556. Over cold tracks too it reached 0.2899, but the benchmark's
   cold tracks are exactly those of held-out playlists, so a cold track by a seed's artist is
   there mostly because it is in this very playlist; a real catalogue holds an artist's whole
-  discography, and that gain would not carry over.
+  discography, and that gain would not carry over. A new release added after training is
+  the case it should surface, and nothing about it leaks: those it votes for.
 
 Their top-N lists (only tracks a source scores above zero count for the sparse sources) are
 fused by reciprocal rank (RRF, k=60) into N candidates. Per candidate the retriever returns
@@ -136,7 +138,10 @@ class Retriever:
         title_query_power: the title query's weight of each neighbour, ``max(cosine, 0) **
             power``: sharper than the votes', as a vector blurs a wide neighbourhood.
         artist_codes: (n_items,) int artist of each track (-1: unknown); None disables the
-            artist source (which votes for warm tracks only).
+            artist source (which votes for warm tracks and new releases only).
+        n_trained: the catalogue size at training; the tracks from this index on are new
+            releases added since (``llarapp catalog add``), which the artist source votes for
+            as for warm tracks. None: there are none.
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class Retriever:
         playlist_vectors: np.ndarray | None = None,
         title_query_power: float = 4.0,
         artist_codes: np.ndarray | None = None,
+        n_trained: int | None = None,
     ) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates={n_candidates}: expected >= 1")
@@ -193,7 +199,10 @@ class Retriever:
                     f"({len(behavior)})"
                 )
             self.artist_codes = np.asarray(artist_codes, dtype=np.int64)
-            known = np.flatnonzero(self.artist_codes[: self.n_warm] >= 0)  # warm tracks only
+            votes_for = np.zeros(len(behavior), bool)  # warm tracks and new releases
+            votes_for[: self.n_warm] = True
+            votes_for[len(behavior) if n_trained is None else n_trained :] = True
+            known = np.flatnonzero(votes_for & (self.artist_codes >= 0))
             n_artists = int(self.artist_codes.max(initial=-1)) + 1
             self._artist_tracks = sp.csr_matrix(  # artist -> tracks rows
                 (np.ones(len(known), np.float32), (self.artist_codes[known], known)),

@@ -6,6 +6,7 @@ the model servers (:class:`llarapp.serving.engine.ServingEngine`, an adapter bet
 these types) all run them. Training (:mod:`llarapp.training`) only fits.
 """
 
+from llarapp.models.llarapp.catalog import NewTrack, TracksFileError, add_tracks, read_new_tracks
 from llarapp.models.llarapp.model import LlaraPP
 from llarapp.models.llarapp.stage import Catalog, Query, Stage, artist_key, title_parts
 from llarapp.models.llarapp.steps import Candidates, Embed, Ranked, encode, ranker_inputs, retrieve
@@ -15,12 +16,16 @@ __all__ = [
     "Catalog",
     "Embed",
     "LlaraPP",
+    "NewTrack",
     "Query",
     "Ranked",
     "Stage",
+    "TracksFileError",
+    "add_tracks",
     "artist_key",
     "encode",
     "ranker_inputs",
+    "read_new_tracks",
     "retrieve",
     "title_parts",
 ]

@@ -9,7 +9,9 @@ Folder layout (``save`` / ``Recommender.load``)::
                           title_vectors (float16, training playlists' titles: title-kNN),
                           playlist_vectors (float16, those playlists' ALS vectors: title query),
                           artist_codes (int32, each track's artist, -1 unknown: artist source),
-                          artist_names (each code's case-folded name: seeds sent by name)
+                          artist_names (each code's case-folded name: seeds sent by name),
+                          n_trained (only once ``llarapp catalog add`` grew the catalogue: its
+                          size at training; new releases follow, see catalog.py)
     als/                  the ALS model over the warm tracks (fold-in)
     track_projector.safetensors
     ranker/               LlaraForCandidateScoring.save_pretrained
@@ -292,10 +294,7 @@ class LlaraPP(Recommender):
         als = Recommender.load(path / "als")
         if not isinstance(als, ALS):
             raise ValueError(f"{path / 'als'}: expected an ALS model, found {als.name}")
-        state = load_file(path / "track_projector.safetensors")
-        hidden, text_dim = state["net.0.weight"].shape
-        projector = Projector(text_dim, state["net.2.weight"].shape[0], hidden)
-        projector.load_state_dict(state)
+        projector = load_projector(path)
         popularity = arrays["popularity"].astype(np.float32)
         item_playlists = csr_from_arrays("item_playlists", arrays)
         retriever = Retriever(
@@ -308,6 +307,7 @@ class LlaraPP(Recommender):
             title_vectors=arrays["title_vectors"].astype(np.float32),
             playlist_vectors=arrays["playlist_vectors"].astype(np.float32),
             artist_codes=arrays.get("artist_codes"),
+            n_trained=int(arrays["n_trained"]) if "n_trained" in arrays else None,
         )
         stage = Stage(
             catalog=Catalog(arrays["track_uris"].astype(str), text),
@@ -315,7 +315,7 @@ class LlaraPP(Recommender):
             als=als,
             behavior=behavior,
             popularity=popularity,
-            track_projector=projector.eval(),
+            track_projector=projector,
             retriever=retriever,
             report=meta.get("stage_report", {}),
             fold_in=config.get("curriculum") != "text-only",
@@ -325,3 +325,13 @@ class LlaraPP(Recommender):
         ranker = LlaraForCandidateScoring.from_pretrained(path / "ranker")
         model.attach(stage, ranker, TrackNames.load(path, stage.catalog.uris))
         return model
+
+
+def load_projector(path: Path | str) -> Projector:
+    """The track projector of the model saved in ``path`` (``track_projector.safetensors``),
+    in eval mode."""
+    state = load_file(Path(path) / "track_projector.safetensors")
+    hidden, text_dim = state["net.0.weight"].shape
+    projector = Projector(text_dim, state["net.2.weight"].shape[0], hidden)
+    projector.load_state_dict(state)
+    return projector.eval()
