@@ -117,6 +117,8 @@ def test_added_tracks_are_recommended_for_seeds_by_their_artist(tiny, tmp_path):
 
     model = Recommender.load(model_dir)  # the reload a restarted server does
     assert model.stage.n_warm == old.stage.n_warm
+    resaved = Recommender.load(model.save(tmp_path / "resaved"))  # saving keeps what was added
+    assert resaved.stage.retriever.n_trained == n and len(resaved.track_uris) == n + 6
     assert model.names.track_name[n] == "First Light 0"
     assert model.names.artist_name[n + 5] == "Nobody Played Us Yet"
     engine = ServingEngine(model, model_dir, "test", ranker_backend="torch")

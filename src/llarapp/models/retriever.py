@@ -168,6 +168,7 @@ class Retriever:
         self.log_pop = np.log1p(self.popularity)
         self.item_playlists = item_playlists
         self.n_warm = item_playlists.shape[0]
+        self.n_trained = n_trained
         self.knn_alpha = knn_alpha
         self.n_candidates = n_candidates
         self._knn_norm = np.maximum(self.popularity[: self.n_warm], 1.0)

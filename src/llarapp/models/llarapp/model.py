@@ -262,6 +262,11 @@ class LlaraPP(Recommender):
                 }
             ),
             **csr_arrays("item_playlists", st.retriever.item_playlists),
+            **(  # new releases added since training keep their artist vote
+                {}
+                if st.retriever.n_trained is None
+                else {"n_trained": np.array(st.retriever.n_trained)}
+            ),
         )
         st.als.save(path / "als")
         save_file(st.track_projector.state_dict(), path / "track_projector.safetensors")
