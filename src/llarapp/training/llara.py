@@ -428,8 +428,9 @@ def prepare_llara(
     valid = load_cases(data_dir, split_dir, "valid", config.max_valid_cases)
     encoder.flush()
     seconds["text_features"] = time.perf_counter() - t
-    inter = pq.read_table(data_dir / INTERACTIONS_FILE).to_pandas().sort_values(["pid", "pos"])
-    ordered = inter.groupby("pid")["track_uri"].apply(list)
+    inter = pq.read_table(data_dir / INTERACTIONS_FILE).to_pandas()
+    inter = inter[inter["pid"].isin(train.pids)].sort_values(["pid", "pos"])
+    ordered = inter.groupby("pid")["track_uri"].apply(list)  # training playlists only
     return _prepare(train, catalog, title_vecs, ordered, valid, config, encoder, seconds)
 
 

@@ -175,10 +175,7 @@ class LlaraPP(Recommender):
 
     def recommend(self, case: Case, k: int = 500) -> list[str]:
         """``rank(retrieve(encode(case)), k)`` as track URIs: what ``llarapp serve`` answers."""
-        if self.stage is None:
-            raise RuntimeError(f"{self.name}: recommend() before fit() or load()")
-        if k < 1:
-            raise ValueError(f"k={k}: expected k >= 1")
+        self._check_ready("recommend")  # rank() checks k
         ranked = self.rank(self.candidates(case), k)
         return self.track_uris[ranked.indices].tolist()
 
