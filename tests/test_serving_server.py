@@ -82,7 +82,7 @@ def test_engine_ranker_inputs_match_the_training_batcher(served):
         np.ones(2),
         cands.query,
     )
-    ref = batcher.batch([rc], engine.hybrid)
+    ref = batcher.batch([rc], engine.model.hybrid)
     for name, value in ours.items():
         np.testing.assert_allclose(value, ref[name].numpy(), atol=1e-6, err_msg=name)
     served = engine.model.ranker_inputs([cands])  # candidate tokens -> vectors

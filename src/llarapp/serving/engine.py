@@ -156,8 +156,6 @@ class ServingEngine:
         self.stage = stage
         self.catalog_size = len(stage.catalog.uris)
         self.text_dim = stage.catalog.text.shape[1]
-        self.max_seeds = int(model.config.get("max_seeds", 50))
-        self.hybrid = bool(model.hybrid)
         self.uris = stage.catalog.uris
         self.index = stage.catalog.index  # URI -> catalogue index (the v2 servers read it)
         self.names = model.names
