@@ -100,3 +100,39 @@ def test_bad_config_and_missing_input(tmp_path):
         SplitConfig(valid_frac=0.5, test_frac=0.6)
     with pytest.raises(FileNotFoundError, match="llarapp data ingest"):
         split(tmp_path, tmp_path / "out")
+
+
+def test_distractor_playlists_only_lend_their_tracks_to_the_catalogue(prepared, tmp_path):
+    from llarapp.data.split import subset_ingest
+
+    data, _ = prepared
+    plain = split(data, tmp_path / "plain", SplitConfig(seed=3))
+    config = SplitConfig(seed=3, distractor_frac=0.25)
+    report = split(data, tmp_path / "aside", config)
+    folds = pq.read_table(tmp_path / "aside" / "folds.parquet").to_pandas()
+    before = pq.read_table(tmp_path / "plain" / "folds.parquet").to_pandas()
+    # the same test and validation playlists with or without distractors
+    for fold in ("valid", "test"):
+        assert set(folds.loc[folds["fold"] == fold, "pid"]) == set(
+            before.loc[before["fold"] == fold, "pid"]
+        )
+    assert report["playlists"]["distractor"] == round(len(folds) * 0.25)
+    assert report["playlists"]["train"] == plain["playlists"]["train"] - round(len(folds) * 0.25)
+    aside = set(folds.loc[folds["fold"] == "distractor", "pid"])
+    cases = pq.read_table(tmp_path / "aside" / "cases.parquet").to_pandas()
+    assert not set(cases["pid"]) & aside
+    assert not set(load_train(data, tmp_path / "aside").pids) & aside
+    counts = subset_ingest(data, tmp_path / "aside", ("train", "valid"), tmp_path / "sub")
+    sub = pq.read_table(tmp_path / "sub" / "playlists.parquet").to_pandas()
+    assert set(sub["pid"]) == set(folds.loc[folds["fold"].isin(["train", "valid"]), "pid"])
+    tracks = pq.read_table(data / "tracks.parquet")
+    assert counts["tracks"] == tracks.num_rows  # the whole catalogue stays
+    with pytest.raises(ValueError, match=r"unknown fold\(s\) \['nope'\]"):
+        subset_ingest(data, tmp_path / "aside", ("nope",), tmp_path / "bad")
+
+
+def test_split_config_refuses_shares_that_leave_no_training_playlists():
+    with pytest.raises(ValueError, match=r"valid_frac\+test_frac\+distractor_frac"):
+        SplitConfig(valid_frac=0.3, test_frac=0.3, distractor_frac=0.4)
+    with pytest.raises(ValueError, match="distractor_frac"):
+        SplitConfig(distractor_frac=-0.1)

@@ -29,13 +29,19 @@ class SplitConfig:
     valid_frac: float = 0.1  # share of playlists whose cases tune hyperparameters
     test_frac: float = 0.2  # share of playlists whose cases are reported
     min_hidden: int = 5  # a case hides at least max(min_hidden, seeds // 2) tracks
+    # share of playlists set aside whole as distractors: their tracks stay in the catalogue
+    # (tracks.parquet), the playlists are never fitted on nor asked about
+    distractor_frac: float = 0.0
 
     def __post_init__(self) -> None:
         n = type(self).__name__
         _check(0 < self.valid_frac < 1, n, "valid_frac", self.valid_frac, "0 < x < 1")
         _check(0 < self.test_frac < 1, n, "test_frac", self.test_frac, "0 < x < 1")
-        total = self.valid_frac + self.test_frac
-        _check(total < 1, n, "valid_frac+test_frac", total, "< 1 (train needs playlists)")
+        _check(0 <= self.distractor_frac < 1, n, "distractor_frac", self.distractor_frac,
+               "0 <= x < 1")  # fmt: skip
+        total = self.valid_frac + self.test_frac + self.distractor_frac
+        _check(total < 1, n, "valid_frac+test_frac+distractor_frac", total,
+               "< 1 (train needs playlists)")  # fmt: skip
         _check(self.min_hidden >= 1, n, "min_hidden", self.min_hidden, ">= 1")
 
 

@@ -96,11 +96,14 @@ def _read_tracks(data_dir: Path):
     ).to_pandas()
 
 
-def load_train(data_dir: Path | str, split_dir: Path | str) -> TrainSet:
-    """Build the :class:`TrainSet` from the training fold only."""
+def load_train(
+    data_dir: Path | str, split_dir: Path | str, folds: tuple[str, ...] = ("train",)
+) -> TrainSet:
+    """Build the :class:`TrainSet` from the playlists of ``folds`` (the training fold only by
+    default); its catalogue is the tracks those playlists hold."""
     data_dir, split_dir = Path(data_dir), Path(split_dir)
-    folds = pq.read_table(split_dir / FOLDS_FILE).to_pandas()
-    train_pids = folds.loc[folds["fold"] == "train", "pid"].to_numpy()
+    fold_table = pq.read_table(split_dir / FOLDS_FILE).to_pandas()
+    train_pids = fold_table.loc[fold_table["fold"].isin(folds), "pid"].to_numpy()
     playlists = pq.read_table(data_dir / PLAYLISTS_FILE, columns=["pid", "name"]).to_pandas()
     playlists = playlists[playlists["pid"].isin(train_pids)].sort_values("pid")
     inter = pq.read_table(data_dir / INTERACTIONS_FILE, columns=["pid", "track_uri"]).to_pandas()

@@ -3,7 +3,11 @@
 Files in (an ingest folder): ``playlists.parquet``, ``interactions.parquet``.
 Files out (the split folder):
 
-- ``folds.parquet``: ``pid`` (int64), ``fold`` (string: train | valid | test) for every playlist.
+- ``folds.parquet``: ``pid`` (int64), ``fold`` (string: train | valid | test | distractor) for
+  every playlist. Distractor playlists (``SplitConfig.distractor_frac``, none by default) are
+  set aside whole: their tracks stay in the catalogue (``tracks.parquet``), so a model must
+  rank the held-out playlists' new tracks among as many other unplayed ones, as a deployed
+  catalogue holds, but no model ever fits on or is asked about them.
 - ``cases.parquet``: one row per valid/test playlist that is long enough for some category:
   ``pid`` (int64), ``fold`` (string), ``category`` (string, one of :data:`CATEGORY_NAMES`),
   ``title`` (string, null in the no-title categories), ``seed_uris`` (list<string>: the
@@ -31,10 +35,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llarapp.config import SplitConfig, to_json
-from llarapp.data.schema import INTERACTIONS_FILE, PLAYLISTS_FILE
+from llarapp.data.schema import INTERACTIONS_FILE, PLAYLISTS_FILE, TRACKS_FILE
 
 log = logging.getLogger(__name__)
 
+FOLDS = ("train", "valid", "test", "distractor")
 FOLDS_FILE = "folds.parquet"
 CASES_FILE = "cases.parquet"
 SPLIT_REPORT_FILE = "split.json"
@@ -82,14 +87,17 @@ CASES_SCHEMA = pa.schema(
 
 
 def assign_folds(pids: np.ndarray, config: SplitConfig) -> np.ndarray:
-    """Seeded fold per playlist: an array of "train" / "valid" / "test" aligned with ``pids``."""
+    """Seeded fold per playlist: an array of :data:`FOLDS` names aligned with ``pids`` (the
+    draw of train / valid / test does not depend on ``distractor_frac``'s being 0)."""
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(pids))
     n_test = round(len(pids) * config.test_frac)
     n_valid = round(len(pids) * config.valid_frac)
+    n_distractor = round(len(pids) * config.distractor_frac)
     folds = np.full(len(pids), "train", dtype=object)
     folds[order[:n_test]] = "test"
     folds[order[n_test : n_test + n_valid]] = "valid"
+    folds[order[n_test + n_valid : n_test + n_valid + n_distractor]] = "distractor"
     return folds
 
 
@@ -151,7 +159,9 @@ def split(data_dir: Path | str, out_dir: Path | str, config: SplitConfig | None 
     held = playlists[np.isin(folds, ["valid", "test"])]
     tracks_of = {
         pid: group.tolist()
-        for pid, group in inter.loc[~in_train].groupby("pid", sort=False)["track_uri"]
+        for pid, group in inter.loc[inter["pid"].isin(held["pid"])].groupby("pid", sort=False)[
+            "track_uri"
+        ]
     }
     held_pids = held["pid"].to_numpy()
     lengths = np.array([len(tracks_of.get(p, ())) for p in held_pids])
@@ -182,7 +192,7 @@ def split(data_dir: Path | str, out_dir: Path | str, config: SplitConfig | None 
     cold = [c for flags in rows["hidden_cold"] for c in flags]
     report = {
         "config": to_json(config),
-        "playlists": {f: int((folds == f).sum()) for f in ("train", "valid", "test")},
+        "playlists": {f: int((folds == f).sum()) for f in FOLDS},
         "train_interactions": int(in_train.sum()),
         "warm_tracks": len(warm),
         "cases": {
@@ -195,3 +205,36 @@ def split(data_dir: Path | str, out_dir: Path | str, config: SplitConfig | None 
     (out_dir / SPLIT_REPORT_FILE).write_text(json.dumps(report, indent=2))
     log.info("split: %s", json.dumps(report["playlists"]))
     return report
+
+
+def subset_ingest(
+    data_dir: Path | str, split_dir: Path | str, folds: tuple[str, ...], out_dir: Path | str
+) -> dict:
+    """An ingest folder of the playlists in ``folds`` only, with the whole catalogue.
+
+    ``playlists.parquet`` and ``interactions.parquet`` keep the rows of those playlists;
+    ``tracks.parquet`` is copied whole, so every track of the source (held-out and distractor
+    playlists' too) stays in the catalogue a model trained on the folder ranks. This is how a
+    benchmark hands its training playlists to ``llarapp train --data``.
+
+    Returns:
+        ``{"playlists", "interactions", "tracks"}`` counts of the new folder.
+    """
+    data_dir, split_dir, out_dir = Path(data_dir), Path(split_dir), Path(out_dir)
+    unknown = sorted(set(folds) - set(FOLDS))
+    if unknown:
+        raise ValueError(f"subset_ingest: unknown fold(s) {unknown}; expected some of {FOLDS}")
+    fold_table = pq.read_table(split_dir / FOLDS_FILE).to_pandas()
+    pids = fold_table.loc[fold_table["fold"].isin(folds), "pid"].to_numpy()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, key in ((PLAYLISTS_FILE, "playlists"), (INTERACTIONS_FILE, "interactions")):
+        table = pq.read_table(data_dir / name)
+        mask = np.isin(table.column("pid").to_numpy(), pids)
+        table = table.filter(pa.array(mask))
+        pq.write_table(table, out_dir / name)
+        counts[key] = table.num_rows
+    tracks = pq.read_table(data_dir / TRACKS_FILE)
+    pq.write_table(tracks, out_dir / TRACKS_FILE)
+    counts["tracks"] = tracks.num_rows
+    return counts
