@@ -110,7 +110,7 @@ def training_graph(
             splits=splits.outputs["splits"],
             text=text.outputs["text"],
             behavior=behavior.outputs["behavior"],
-            model=train.outputs["model"],
+            model=train.outputs["split_model"],  # the served model has seen the test fold
             baselines=baselines,
             tune_max_cases=tune_max_cases,
         ),

@@ -55,7 +55,8 @@ def tiny(tmp_path_factory):
     work = tmp_path_factory.mktemp("llara")
     generate(60, work / "mpd", seed=5)
     ingest(str(work / "mpd"), work / "data")
-    split(work / "data", work / "split", SplitConfig(seed=1))
+    # distractors: their tracks stay unplayed in the refitted model's catalogue (cold tracks)
+    split(work / "data", work / "split", SplitConfig(seed=1, distractor_frac=0.2))
     model = train_llara(
         work / "data",
         work / "split",

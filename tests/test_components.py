@@ -99,6 +99,7 @@ def chain(tmp_path_factory):
         behavior=a["behavior"],
     )
     a["model"] = _out(dsl.Model, w / "model")
+    a["split_model"] = _out(dsl.Model, w / "split_model")
     a["train_metrics"] = _out(dsl.Metrics, w / "train_metrics")
     train_ranker.python_func(
         data=a["data"],
@@ -107,6 +108,7 @@ def chain(tmp_path_factory):
         train_config=json.loads(json.dumps(TINY.to_dict())),
         tracking_uri=tracking,
         model=a["model"],
+        split_model=a["split_model"],
         train_metrics=a["train_metrics"],
     )
     for name, cls in (
@@ -121,7 +123,7 @@ def chain(tmp_path_factory):
         splits=a["splits"],
         text=a["text"],
         behavior=a["behavior"],
-        model=a["model"],
+        model=a["split_model"],  # as the pipeline wires it
         baselines=["most_popular", "item_knn", "als", "title_knn"],
         tune_max_cases=40,
         evaluation=a["evaluation"],
@@ -216,7 +218,11 @@ def test_train_ranker_writes_model_dir_and_metrics(chain) -> None:
     for name in ("model.json", "arrays.npz", "train_report.json", "ranker/config.json"):
         assert (model / name).is_file(), name
     assert chain["model"].metadata["mlflow_run_id"]
-    assert 0 <= chain["train_metrics"].metadata["best_valid_ndcg"] <= 1
+    metrics = chain["train_metrics"].metadata
+    assert 0 <= metrics["best_valid_ndcg"] <= 1
+    # served: every playlist; the split run (what evaluate scores): the training fold only
+    assert metrics["playlists_served"] == 60 > metrics["playlists_split_run"]
+    assert (Path(chain["split_model"].path) / "model.json").is_file()
 
 
 @pytest.mark.integration

@@ -98,9 +98,34 @@ def cmd_quality(args: argparse.Namespace) -> None:
         max_playlists=args.max_playlists,
         models=models,
         work_dir=args.work_dir,
+        **_given(distractor_frac=args.distractor_frac),
     )
     print(json.dumps(result["dataset"], indent=2))
     print(format_tables(result))
+    print(f"\nJSON: {args.out}")
+
+
+def _given(**kwargs):
+    """The keyword arguments that were given (not None): the others keep their defaults."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def cmd_api_bench(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.api import format_result, run_api_benchmark
+    from llarapp.training.roster import BASELINES
+
+    result = run_api_benchmark(
+        args.mpd,
+        args.out,
+        seed=args.seed,
+        max_playlists=args.max_playlists,
+        baselines=args.baselines.split(",") if args.baselines else BASELINES,
+        work_dir=args.work_dir,
+        epochs=args.epochs,
+        **_given(distractor_frac=args.distractor_frac),
+    )
+    print(json.dumps(result["dataset"], indent=2))
+    print(format_result(result))
     print(f"\nJSON: {args.out}")
 
 
@@ -135,25 +160,36 @@ def cmd_export_bench(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     import tempfile
 
-    from llarapp.config import SplitConfig
     from llarapp.data.ingest import ingest
-    from llarapp.data.split import split
-    from llarapp.training.llara import LlaraTrainConfig, train_llara
+    from llarapp.training.llara import LlaraTrainConfig, train_from_data
 
     config = LlaraTrainConfig(
         epochs=args.epochs, curriculum=args.curriculum, seed=args.seed, lora_r=args.lora_r
     )
     with tempfile.TemporaryDirectory(prefix="llarapp-train-") as tmp:
         work = Path(args.work or tmp)
-        ingest(args.mpd, work / "data", max_playlists=args.max_playlists)
-        split(work / "data", work / "split", SplitConfig(seed=args.seed))
-        model = train_llara(
-            work / "data", work / "split", args.out, config, base_model=args.base_model
+        data = Path(args.data) if args.data else work / "data"
+        if args.mpd:
+            ingest(args.mpd, data, max_playlists=args.max_playlists)
+        model = train_from_data(
+            data,
+            args.out,
+            config,
+            work_dir=work,
+            base_model=args.base_model,
+            split_run_dir=args.split_run,
         )
     report = model.report
     print(json.dumps({k: report[k] for k in ("train_cases", "valid_cases", "seconds")}, indent=2))
-    print(f"best validation NDCG {report['history'][-1]['best_valid_ndcg']:.4f}")
+    playlists = report["playlists"]
+    print(
+        f"best validation NDCG {report['history'][-1]['best_valid_ndcg']:.4f} (split run: "
+        f"{playlists['split_run']} training playlists)"
+    )
+    print(f"served model fitted on {playlists['served']} playlists (every one given)")
     print(f"model: {args.out}  (MLflow run {report['history'][-1]['mlflow_run_id']})")
+    if args.split_run:
+        print(f"split run: {args.split_run}  (score it on the split's test fold)")
 
 
 def cmd_lastfm(args: argparse.Namespace) -> None:
@@ -422,7 +458,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-playlists", type=_positive, default=None)
     p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
     p.add_argument("--work-dir", default=None, help="keep intermediate tables here")
+    p.add_argument(
+        "--distractor-frac",
+        type=float,
+        default=None,
+        help="share of playlists set aside as catalogue distractors (default 0.2; 0: the "
+        "leaky catalogue of earlier runs)",
+    )
     p.set_defaults(fn=cmd_quality)
+
+    p = bench.add_parser(
+        "api",
+        help="llarapp train + llarapp serve as a user runs them, every test case over HTTP, "
+        "against the baselines fitted on the same playlists",
+    )
+    p.add_argument("--mpd", required=True, help="MPD slices: folder, glob or s3:// URI")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--seed", type=int, default=0, help="split seed (as benchmark quality's)")
+    p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--baselines", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--work-dir", default=None, help="keep the tables, model and logs here")
+    p.add_argument("--distractor-frac", type=float, default=None, help="as benchmark quality's")
+    p.add_argument("--epochs", type=_positive, default=None, help="llarapp train --epochs")
+    p.set_defaults(fn=cmd_api_bench)
 
     p = bench.add_parser("latency", help="retrieve + rank of one case, pinned threads")
     p.add_argument("--model", required=True, help="a trained llara++ MODEL_DIR")
@@ -465,10 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
     p.set_defaults(fn=cmd_lastfm)
 
-    p = groups.add_parser("train", help="train LLaRA++ (features, ALS, projector, ranker)")
-    p.add_argument("--mpd", required=True, help="MPD slices: folder, glob or s3:// URI")
+    p = groups.add_parser(
+        "train",
+        help="train LLaRA++ (features, ALS, projector, ranker): settings chosen on a split, "
+        "then refitted on every playlist",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mpd", help="MPD slices: folder, glob or s3:// URI")
+    source.add_argument("--data", help="an ingest folder (`llarapp data ingest`) instead")
     p.add_argument("--out", required=True, help="MODEL_DIR: everything export and serving need")
     p.add_argument("--work", default=None, help="keep the ingest and split tables here")
+    p.add_argument(
+        "--split-run",
+        default=None,
+        help="also save the split run's model here (fitted on the training fold only: the one "
+        "to score on the split's test fold)",
+    )
     p.add_argument("--epochs", type=_positive, default=10)
     p.add_argument(
         "--curriculum",
@@ -478,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the start; text-only: no behavior vectors anywhere, an ablation",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--max-playlists", type=_positive, default=None, help="with --mpd")
     p.add_argument("--base-model", default=None, help="retrain: fine-tune this MODEL_DIR's ranker")
     p.add_argument(
         "--lora-r", type=int, default=8, help="with --base-model: LoRA rank (0: every weight)"

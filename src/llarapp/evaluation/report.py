@@ -22,6 +22,24 @@ def format_tables(result: dict) -> str:
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {cold:.4f} | {r['ms_per_case']:.1f} |"
         )
+    leaky = {n: r for n, r in models.items() if "leaky_catalogue" in r}
+    if leaky:
+        lines += ["", "catalogue: honest (with distractors) vs leaky (without: an upper bound)", ""]
+        lines.append(
+            "| model | ndcg | ndcg leaky | warm ndcg | warm ndcg leaky | warm change "
+            "| cold recall@500 | cold recall@500 leaky |"
+        )
+        lines.append("|---" * 8 + "|")
+        for name, r in leaky.items():
+            lk = r["leaky_catalogue"]
+            warm, warm_lk = r["warm"].get("ndcg", 0.0), lk["warm"].get("ndcg", 0.0)
+            change = (warm / warm_lk - 1) * 100 if warm_lk else float("nan")
+            lines.append(
+                f"| {name} | {r['overall']['ndcg']:.4f} | {lk['overall']['ndcg']:.4f} "
+                f"| {warm:.4f} | {warm_lk:.4f} | {change:+.2f} % "
+                f"| {r['cold'].get('recall@500', 0.0):.4f} "
+                f"| {lk['cold'].get('recall@500', 0.0):.4f} |"
+            )
     for metric in ("ndcg", "r_precision"):
         cats = [c for c in CATEGORY_NAMES if any(c in r["categories"] for r in models.values())]
         lines += ["", f"{metric} per category", ""]

@@ -153,8 +153,12 @@ def train_ranker(
     out_dir: Path | str,
     train_config: dict | None = None,
     tracking_uri: str | None = None,
+    split_run_dir: Path | str | None = None,
 ) -> dict:
-    """Train LLaRA++ with :func:`llarapp.training.llara.train_llara`, text cache seeded first.
+    """Train LLaRA++ with :func:`llarapp.training.llara.train_llara`, text cache seeded first:
+    settings chosen on the split, then refitted on every playlist (``out_dir``, served); the
+    split run's model (fitted on the training fold, scored by :func:`evaluate_models`) goes
+    to ``split_run_dir``.
 
     Files in: an ingest folder, a split folder, a :func:`text_features` folder (its cache shard
     is copied into ``$LLARAPP_CACHE``, so no text is embedded twice). Files out (``out_dir``):
@@ -162,7 +166,8 @@ def train_ranker(
     ``ranker/`` (Hugging Face), ``train_report.json``) and an MLflow run.
 
     Returns:
-        ``{"mlflow_run_id", "best_valid_ndcg", "train_cases", "valid_cases", "seconds"}``.
+        ``{"mlflow_run_id", "best_valid_ndcg", "train_cases", "valid_cases", "playlists":
+        {"split_run", "served"}, "seconds"}``.
     """
     from llarapp.training.llara import LlaraTrainConfig, train_llara
 
@@ -170,7 +175,14 @@ def train_ranker(
         coerce_numbers(train_config or {}, LlaraTrainConfig().to_dict())
     )
     seed_text_cache(text_dir)
-    model = train_llara(data_dir, split_dir, out_dir, config, tracking_uri=tracking_uri or None)
+    model = train_llara(
+        data_dir,
+        split_dir,
+        out_dir,
+        config,
+        tracking_uri=tracking_uri or None,
+        split_run_dir=split_run_dir,
+    )
     report = model.report
     last = report["history"][-1]
     return {
@@ -178,6 +190,7 @@ def train_ranker(
         "best_valid_ndcg": float(last.get("best_valid_ndcg", float("nan"))),
         "train_cases": report["train_cases"],
         "valid_cases": report["valid_cases"],
+        "playlists": report["playlists"],
         "seconds": report["seconds"],
     }
 
@@ -201,7 +214,9 @@ def evaluate_models(
     The roster (:func:`llarapp.training.roster.fit_and_evaluate`) fits the baselines on the
     training fold and tunes them on the validation cases exactly as ``llarapp benchmark
     quality`` does; ``als`` is the one ``behavior_features`` tuned (refitted here only when
-    ``behavior_dir`` has no ``als/``), and the candidate is loaded from ``model_dir``.
+    ``behavior_dir`` has no ``als/``), and the candidate is loaded from ``model_dir``: the
+    training run's split model (fitted on the training fold as the baselines are; the served
+    model, refitted on every playlist, has seen the test fold), as the report says.
 
     Files in: an ingest folder, a split folder, MODEL_DIR, a behavior folder (``als/``).
     Files out (``out_dir``): ``evaluation.json`` (the quality-benchmark JSON:
@@ -249,6 +264,8 @@ def evaluate_models(
             "test_cases": len(roster.cases),
             "test_cases_per_category": split_report["cases"]["test"],
             "hidden_cold_share": round(split_report["hidden_cold_share"], 4),
+            "fitted_on": "the training fold (the candidate: the split run of `llarapp train`; "
+            "the model served is refitted on every playlist)",
         },
         "models": results,
         "seconds": seconds,

@@ -1,7 +1,8 @@
 """Train LLaRA++ end to end: text features, ALS, projector, retriever, curriculum-trained ranker.
 
-``llarapp train --mpd DIR --out MODEL_DIR`` runs :func:`train_from_mpd`; the benchmark calls
-:func:`train_llara` on its own split. Files out (``MODEL_DIR``): see
+``llarapp train --mpd DIR --out MODEL_DIR`` (or ``--data INGEST_DIR``) runs
+:func:`train_from_data`; the pipeline's train stage calls :func:`train_llara` on its split, and
+the quality benchmark what ``llarapp train --data`` runs. Files out (``MODEL_DIR``): see
 :class:`llarapp.models.llarapp.LlaraPP` — everything the exporter and the model servers
 need. Every run is tracked in MLflow (SQLite by default): params, per-epoch metrics, the ranker.
 
@@ -9,11 +10,13 @@ Ranker training cases come from a share of the training playlists held out of a 
 smaller stage fit (:mod:`llarapp.training.stage`), so no case's features were computed from
 its own playlist; hidden tracks of those playlists that the smaller fit never saw are cold,
 which is how the ranker learns the cold path. Early stopping uses validation NDCG over the
-full (all training playlists) stage, exactly as served.
+stage of all training-fold playlists. Then the stage is refitted on every playlist given and
+the ranker mapped onto its ALS basis (:func:`train_llara`): that is what is saved and served.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -45,7 +48,7 @@ from llarapp.data.dataset import (
 )
 from llarapp.data.names import TrackNames
 from llarapp.data.schema import INTERACTIONS_FILE, TRACKS_FILE
-from llarapp.data.split import CATEGORIES, make_case
+from llarapp.data.split import CATEGORIES, FOLDS, make_case, split
 from llarapp.evaluation.metrics import ndcg
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.llarapp import (
@@ -64,6 +67,8 @@ from llarapp.training.stage import align, build_stage, subset
 
 log = logging.getLogger(__name__)
 CURRICULA = ("linear", "none", "text-only")
+FITTED_FOLDS = tuple(f for f in FOLDS if f != "distractor")
+"""The folds the served model is refitted on: every playlist given but set-aside distractors."""
 
 
 @dataclass(frozen=True)
@@ -544,8 +549,20 @@ def train_llara(
     tracking_uri: str | None = None,
     prepared: Prepared | None = None,
     base_model: Path | str | None = None,
+    refit: bool = True,
+    split_run_dir: Path | str | None = None,
 ):
-    """Train every part of LLaRA++ on the training fold and save it to ``out_dir``.
+    """Train every part of LLaRA++ and save it to ``out_dir``.
+
+    Settings are chosen on the split: the ranker learns from cases of training-fold playlists
+    and stops early on the validation cases (the *split run*, whose features, ALS,
+    co-occurrence, title index and artist statistics come from the training fold). With
+    ``refit`` (the default) those are then fitted again on every playlist of the ingest folder
+    but the split's distractors (:func:`refit_stage`) and the split run's ranker reads them
+    through a Procrustes map of the new ALS basis: what is saved and served has learned from
+    all the data given, while no ranker case ever had features from its own playlist.
+    ``split_run_dir`` keeps the split run's model too; it is the one to score on the split's
+    test fold (the refitted model has seen those playlists).
 
     With ``base_model`` (a previous MODEL_DIR) this is the retraining path: features, ALS and
     the projector are fitted on the new data as usual, and the previous ranker is fine-tuned on
@@ -555,7 +572,8 @@ def train_llara(
 
     Returns:
         The trained :class:`~llarapp.models.llarapp.LlaraPP` (its ``report`` says what
-        training measured; ``train_report.json`` in ``out_dir`` holds the same).
+        training measured and how many playlists it fitted on; ``train_report.json`` in
+        ``out_dir`` holds the same).
     """
     config = config or LlaraTrainConfig()
     start = time.perf_counter()
@@ -566,11 +584,101 @@ def train_llara(
     tracks = pq.read_table(Path(data_dir) / TRACKS_FILE)
     names = TrackNames.from_table(tracks, prepared.stage.catalog.uris)
     llara = _fit_prepared(prepared, config, names, encoder, tracking_uri, previous)
+    n_split = prepared.stage.report["playlists"]
+    llara.report["playlists"] = {"split_run": n_split, "served": n_split}
+    if split_run_dir is not None:
+        _save(llara, split_run_dir)
+    if refit:
+        stage = refit_stage(data_dir, split_dir, llara.stage, config, encoder)
+        ranker = rebase_ranker(copy.deepcopy(llara.ranker), llara.stage, stage)
+        n_all = stage.report["playlists"]
+        report = {
+            **llara.report,
+            "playlists": {"split_run": n_split, "served": n_all},
+            "stage": stage.report,
+            "split_run_stage": llara.report["stage"],
+        }
+        names = TrackNames.from_table(tracks, stage.catalog.uris)
+        llara = LlaraPP.from_parts(stage, ranker, config, report, names, encoder)
+    _save(llara, out_dir)
+    log.info(
+        "llara++ trained in %.0f s on %d playlists -> %s",
+        time.perf_counter() - start,
+        llara.report["playlists"]["served"],
+        out_dir,
+    )
+    return llara
+
+
+def training_split(data_dir: Path | str, work_dir: Path | str, seed: int = 0) -> Path:
+    """The split ``llarapp train`` chooses settings on: ``SplitConfig(seed=seed)`` of an
+    ingest folder, written to ``work_dir/split``."""
+    split_dir = Path(work_dir) / "split"
+    split(data_dir, split_dir, SplitConfig(seed=seed))
+    return split_dir
+
+
+def train_from_data(
+    data_dir: Path | str,
+    out_dir: Path | str,
+    config: LlaraTrainConfig | None = None,
+    *,
+    work_dir: Path | str,
+    **kwargs: Any,
+):
+    """``llarapp train``: :func:`train_llara` on the :func:`training_split` of an ingest
+    folder, refitted on every playlist of it; ``kwargs`` go to :func:`train_llara`."""
+    config = config or LlaraTrainConfig()
+    split_dir = training_split(data_dir, work_dir, config.seed)
+    return train_llara(data_dir, split_dir, out_dir, config, **kwargs)
+
+
+def _save(llara: LlaraPP, out_dir: Path | str) -> None:
     out_dir = Path(out_dir)
     llara.save(out_dir)
     (out_dir / "train_report.json").write_text(json.dumps(llara.report, indent=2, default=float))
-    log.info("llara++ trained in %.0f s -> %s", time.perf_counter() - start, out_dir)
-    return llara
+
+
+def refit_stage(
+    data_dir: Path | str,
+    split_dir: Path | str,
+    fitted: Stage,
+    config: LlaraTrainConfig,
+    encoder: TextEncoder,
+) -> Stage:
+    """The retrieval stage fitted again on every playlist of ``data_dir`` but the split's
+    distractors, over ``fitted``'s catalogue (without behavior vectors for the ``text-only``
+    curriculum, as ``fitted`` is then)."""
+    everything = load_train(data_dir, split_dir, folds=FITTED_FOLDS)
+    stage = build_stage(
+        everything,
+        fitted.catalog,
+        encoder.encode([str(t) for t in everything.titles]),
+        config.als,
+        config.projector,
+        config.knn_alpha,
+        config.n_candidates,
+    )
+    encoder.flush()
+    return stage if fitted.fold_in else stage.without_behavior()
+
+
+def rebase_ranker(
+    ranker: LlaraForCandidateScoring, source: Stage, target: Stage
+) -> LlaraForCandidateScoring:
+    """``ranker`` (trained on ``source``'s behavior vectors) reading ``target``'s: its behavior
+    projection absorbs the Procrustes map between the two ALS bases, in place."""
+    if ranker.config.behavior_dim != target.behavior.shape[1]:
+        raise ValueError(
+            f"ranker: behavior_dim {ranker.config.behavior_dim}, the new ALS has "
+            f"{target.behavior.shape[1]} factors; retrain with the same ALS factors"
+        )
+    # new = old @ R on shared tracks, so old = new @ R.T and W @ old.T = (W @ R) @ new.T
+    rotation = torch.from_numpy(align(source, target))
+    with torch.no_grad():
+        proj = ranker.model.item_embeddings.behavior_proj
+        proj.weight.copy_(proj.weight @ rotation)
+    return ranker
 
 
 def _fit_prepared(
@@ -647,18 +755,7 @@ def _load_previous(base_model: Path | str):
 
 def _previous_ranker(previous, stage: Stage) -> LlaraForCandidateScoring:
     """The ranker of ``previous`` with its behavior projection moved into ``stage``'s basis."""
-    ranker = previous.ranker
-    if ranker.config.behavior_dim != stage.behavior.shape[1]:
-        raise ValueError(
-            f"base model: behavior_dim {ranker.config.behavior_dim}, the new ALS has "
-            f"{stage.behavior.shape[1]} factors; retrain with the same ALS factors"
-        )
-    # new = old @ R on shared tracks, so old = new @ R.T and W @ old.T = (W @ R) @ new.T
-    rotation = torch.from_numpy(align(previous.stage, stage))
-    with torch.no_grad():
-        proj = ranker.model.item_embeddings.behavior_proj
-        proj.weight.copy_(proj.weight @ rotation)
-    return ranker.train()
+    return rebase_ranker(previous.ranker, previous.stage, stage).train()
 
 
 def _lora(model: LlaraForCandidateScoring, r: int):

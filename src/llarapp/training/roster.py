@@ -5,7 +5,12 @@ The one place that fits and evaluates a list of models: ``llarapp benchmark qual
 (:func:`llarapp.pipeline.stages.evaluate_models`) both call :func:`fit_and_evaluate`, so a
 model scores the same wherever it is compared. Every model is fitted on the training fold,
 tuned (where it has knobs) on the same validation cases, and scored on the same cases of one
-fold:
+fold. With ``refit`` (the quality benchmark), every model is then fitted again, with the
+settings it chose, on all the *training playlists* (the training and validation folds), as
+the served model is (``llarapp train``): the baselines directly, LLaRA++ by running exactly
+what ``llarapp train --data`` runs on an ingest folder of those playlists
+(:func:`llarapp.data.split.subset_ingest`), whose catalogue is every track of the source
+(held-out and distractor playlists' tracks included):
 
 ===========================  ==========================================================
 name                         fitted with
@@ -17,7 +22,14 @@ name                         fitted with
 ``llara++``                  :func:`~llarapp.training.llara.train_llara`, ``linear`` curriculum
 ``llara++/text-only``        the same, ``text-only`` curriculum (ablation)
 ``llara++/no-curriculum``    the same, ``none`` curriculum (ablation)
+``llara++/split-run``        ``llara++`` before its refit: fitted on its own split's
+                             training fold (the nested check of the refit; ``refit`` only)
 ===========================  ==========================================================
+
+Where the split set distractor playlists aside, each LLaRA++ row also reports
+``leaky_catalogue``: the same model scored with the tracks only distractors hold hidden from
+it, which is the catalogue the benchmark had before (its cold tracks were exactly the test
+playlists' hidden ones): an upper bound, not a deployable figure.
 
 The LLaRA++ variants share one :class:`~llarapp.training.llara.Prepared` (text features,
 retrieval stages, ranker cases), built by the first of them that is fitted. A model that is
@@ -27,18 +39,25 @@ folder instead (``saved``). A new model joins the roster with an entry in :data:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow.parquet as pq
 
 from llarapp.config import TuneConfig
 from llarapp.data.dataset import EvalCase, TrainSet, artist_lookup, load_cases, load_train
+from llarapp.data.schema import INTERACTIONS_FILE
+from llarapp.data.split import FOLDS_FILE, subset_ingest
 from llarapp.evaluation.evaluate import evaluate
 from llarapp.models.base import Recommender
-from llarapp.models.baselines import MostPopular
+from llarapp.models.baselines import ALS, ItemKNN, MostPopular, TitleKNN
+from llarapp.models.llarapp import LlaraPP
 from llarapp.text import TextEncoder
 from llarapp.training.behavior import tune_als, tune_item_knn, tune_title_knn
 
@@ -54,6 +73,8 @@ LLARA_CURRICULA = {
     "llara++/no-curriculum": "none",
 }
 """LLaRA++ rows of the roster: the full model and its two ablations, by curriculum."""
+TRAINING_FOLDS = ("train", "valid")
+"""With ``refit``, every model's final fit is on these folds' playlists."""
 
 
 @dataclass
@@ -69,6 +90,7 @@ class Roster:
     tune: TuneConfig
     encoder: TextEncoder  # shared: every title is embedded once per run
     models_dir: Path | None = None  # LLaRA++ variants are saved here, one folder each
+    final: TrainSet | None = None  # refit: the training playlists (train + valid folds)
     tuning: dict[str, list[dict]] = field(default_factory=dict)  # trials (or history) per model
     prepared: Prepared | None = None  # shared by the LLaRA++ variants, once one was fitted
 
@@ -82,66 +104,137 @@ class Roster:
         encoder: TextEncoder,
         fold: str = "test",
         models_dir: Path | str | None = None,
+        refit: bool = False,
     ) -> Roster:
-        """Read the training fold, ``tune.max_cases`` validation cases and the ``fold`` cases."""
+        """Read the training fold, ``tune.max_cases`` validation cases and the ``fold`` cases
+        (with ``refit``, also the training playlists; a hidden track is then cold when none of
+        them holds it)."""
         data_dir, split_dir = Path(data_dir), Path(split_dir)
+        cases = load_cases(data_dir, split_dir, fold)
+        final = load_train(data_dir, split_dir, TRAINING_FOLDS) if refit else None
+        if final is not None:
+            warm = set(final.track_uris.tolist())
+            cases = [
+                dataclasses.replace(ec, hidden_cold=tuple(u not in warm for u in ec.hidden))
+                for ec in cases
+            ]
         return cls(
             data_dir=data_dir,
             split_dir=split_dir,
             train=load_train(data_dir, split_dir),
             valid=load_cases(data_dir, split_dir, "valid", tune.max_cases),
-            cases=load_cases(data_dir, split_dir, fold),
+            cases=cases,
             artist_of=artist_lookup(data_dir),
             tune=tune,
             encoder=encoder,
             models_dir=Path(models_dir) if models_dir is not None else None,
+            final=final,
         )
+
+    def refitted(self, model: Recommender, build: Callable[[Any], Recommender]) -> Recommender:
+        """``model`` (fitted on the training fold), or with ``refit`` the model ``build`` makes
+        of its config fitted on the training playlists."""
+        return model if self.final is None else build(model.config).fit(self.final)
 
 
 def _most_popular(roster: Roster) -> Recommender:
-    return MostPopular().fit(roster.train)
+    return MostPopular().fit(roster.train if roster.final is None else roster.final)
 
 
 def _item_knn(roster: Roster) -> Recommender:
     model, roster.tuning["item_knn"] = tune_item_knn(
         roster.train, roster.valid, roster.artist_of, roster.tune
     )
-    return model
+    return roster.refitted(model, ItemKNN)
 
 
 def _als(roster: Roster) -> Recommender:
     model, roster.tuning["als"] = tune_als(
         roster.train, roster.valid, roster.artist_of, roster.tune
     )
-    return model
+    return roster.refitted(model, ALS)
 
 
 def _title_knn(roster: Roster) -> Recommender:
     model, roster.tuning["title_knn"] = tune_title_knn(
         roster.train, roster.valid, roster.artist_of, roster.tune, encoder=roster.encoder
     )
-    return model
+    return roster.refitted(model, lambda config: TitleKNN(config, encoder=roster.encoder))
 
 
 def _llara(roster: Roster, name: str) -> Recommender:
     if roster.models_dir is None:
         raise ValueError(f"fitting {name!r} needs Roster.models_dir (where the model is saved)")
     # imported here: torch and the ranker load only when a LLaRA++ variant is fitted
-    from llarapp.training.llara import LlaraTrainConfig, prepare_llara, train_llara
+    from llarapp.training.llara import (
+        LlaraTrainConfig,
+        prepare_llara,
+        train_llara,
+        training_split,
+    )
 
     config = LlaraTrainConfig(curriculum=LLARA_CURRICULA[name])
+    folder = roster.models_dir / name.replace("/", "-")  # (the split run: beside it)
+    data_dir, split_dir = roster.data_dir, roster.split_dir
+    if roster.final is not None:  # what `llarapp train --data` runs on the training playlists
+        work = roster.models_dir / "training-playlists"
+        data_dir = work / "data"
+        if roster.prepared is None:
+            subset_ingest(roster.data_dir, roster.split_dir, TRAINING_FOLDS, data_dir)
+        split_dir = training_split(data_dir, work, config.seed)
     if roster.prepared is None:  # the ablations share features and retrieval
-        roster.prepared = prepare_llara(roster.data_dir, roster.split_dir, config, roster.encoder)
+        roster.prepared = prepare_llara(data_dir, split_dir, config, roster.encoder)
     model = train_llara(
-        roster.data_dir,
-        roster.split_dir,
-        roster.models_dir / name.replace("/", "-"),
+        data_dir,
+        split_dir,
+        folder,
         config,
         encoder=roster.encoder,
         prepared=roster.prepared,
+        refit=roster.final is not None,
+        split_run_dir=_split_run_dir(roster, name) if roster.final is not None else None,
     )
     roster.tuning[name] = model.report["history"]
     return model
+
+
+def _split_run(roster: Roster) -> Recommender:
+    if roster.final is None:
+        raise ValueError("'llara++/split-run' is the nested check of a refit: Roster(refit=True)")
+    if roster.models_dir is None or not _split_run_dir(roster, "llara++").is_dir():
+        _llara(roster, "llara++")
+    return Recommender.load(_split_run_dir(roster, "llara++"))
+
+
+def _split_run_dir(roster: Roster, name: str) -> Path:
+    return roster.models_dir / f"{name.replace('/', '-')}-split-run"
+
+
+class _WithoutTracks:
+    """A LLaRA++ model that never retrieves nor recommends the catalogue tracks ``uris``: the
+    same model over a catalogue without them."""
+
+    def __init__(self, model, uris: set[str]) -> None:
+        self.model, self.name = model, model.name
+        self.hidden = np.flatnonzero(np.isin(model.track_uris, list(uris)))
+
+    def recommend(self, case, k: int = 500) -> list[str]:
+        q = self.model.encode(case)
+        q = dataclasses.replace(q, exclude_idx=np.union1d(q.exclude_idx, self.hidden))
+        ranked = self.model.rank(self.model.retrieve(q), k)
+        return self.model.track_uris[ranked.indices].tolist()
+
+
+def distractor_only_tracks(data_dir: Path, split_dir: Path) -> set[str]:
+    """Tracks that only distractor playlists hold (empty when the split set none aside)."""
+    folds = pq.read_table(Path(split_dir) / FOLDS_FILE).to_pandas()
+    aside_pids = folds.loc[folds["fold"] == "distractor", "pid"]
+    if aside_pids.empty:
+        return set()
+    inter = pq.read_table(Path(data_dir) / INTERACTIONS_FILE, columns=["pid", "track_uri"])
+    inter = inter.to_pandas()
+    aside = inter["pid"].isin(aside_pids)
+    return set(inter.loc[aside, "track_uri"]) - set(inter.loc[~aside, "track_uri"])
 
 
 _FITTERS: dict[str, Callable[[Roster], Recommender]] = {
@@ -150,6 +243,7 @@ _FITTERS: dict[str, Callable[[Roster], Recommender]] = {
     "als": _als,
     "title_knn": _title_knn,
     **{name: (lambda roster, n=name: _llara(roster, n)) for name in LLARA_CURRICULA},
+    "llara++/split-run": _split_run,
 }
 MODELS = tuple(_FITTERS)
 """Every model the roster can fit, in table order (the quality benchmark's default list)."""
@@ -191,6 +285,7 @@ def fit_and_evaluate(
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected some of {list(MODELS)}")
     seconds = {} if seconds is None else seconds
+    aside = distractor_only_tracks(roster.data_dir, roster.split_dir)
     results = {}
     for name in names:
         start = time.perf_counter()
@@ -201,6 +296,12 @@ def fit_and_evaluate(
             model, roster.cases, artist_of=roster.artist_of, k=k, progress=progress
         )
         seconds[f"evaluate:{name}"] = round(time.perf_counter() - start, 2)
+        if aside and isinstance(model, LlaraPP):
+            leaky = evaluate(
+                _WithoutTracks(model, aside), roster.cases, artist_of=roster.artist_of, k=k,
+                progress=progress,
+            )  # fmt: skip
+            results[name]["leaky_catalogue"] = {g: leaky[g] for g in ("overall", "warm", "cold")}
         log.info(
             "%s: fitted in %.1f s, scored in %.1f s, ndcg %.4f",
             name,

@@ -93,6 +93,7 @@ def build_stage(
         artist_codes=codes,
     )
     report = {
+        "playlists": len(train.pids),
         "warm_tracks": n_warm,
         "cold_tracks": int(len(order) - n_warm),
         "cold_from_artist": n_by_artist,
