@@ -12,6 +12,7 @@ Examples::
     llarapp catalog add --model runs/model --tracks new_releases.jsonl
     llarapp serve --model runs/model --port 8080
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
+    llarapp benchmark drift --mpd ../shared/data/mpd-dev --out runs/drift.json
     llarapp pipeline compile
     llarapp pipeline run --local --data runs/synth
     llarapp pipeline submit --host http://localhost:8080 --data s3://data/mpd
@@ -153,6 +154,23 @@ def cmd_export_bench(args: argparse.Namespace) -> None:
         work_dir=args.work_dir,
         config=config,
     )
+    print(format_table(result))
+    print(f"\nJSON: {args.out}")
+
+
+def cmd_drift_bench(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.drift import format_table, run_drift_benchmark
+
+    sizes = [int(s) for s in args.window_sizes.split(",")] if args.window_sizes else None
+    result = run_drift_benchmark(
+        args.mpd,
+        args.out,
+        seed=args.seed,
+        max_playlists=args.max_playlists,
+        work_dir=args.work_dir,
+        **_given(windows=args.windows, window_sizes=sizes, default_window=args.default_window),
+    )
+    print(json.dumps(result["dataset"], indent=2))
     print(format_table(result))
     print(f"\nJSON: {args.out}")
 
@@ -514,6 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None, help="keep the tables and server log here")
     p.add_argument("--workers", type=_positive, default=2, help="server processes (one a core)")
     p.set_defaults(fn=cmd_serving_bench)
+
+    p = bench.add_parser(
+        "drift", help="false alarms and detection of the drift check, per drift kind and window"
+    )
+    p.add_argument("--mpd", required=True, help="MPD slices: folder, glob or s3:// URI")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--windows", type=_positive, default=None, help="K windows per kind and size")
+    p.add_argument("--window-sizes", default=None, help="comma-separated (default 100,200,500)")
+    p.add_argument("--default-window", type=_positive, default=None, help="the pipeline's size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--work-dir", default=None, help="keep the ingest and split tables here")
+    p.set_defaults(fn=cmd_drift_bench)
 
     p = bench.add_parser("llara-lastfm", help="the LLaRA paper's LastFM protocol (HR@1)")
     p.add_argument("--data", required=True, help="folder with train_data.jsonl, Val_data.jsonl")

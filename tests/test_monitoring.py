@@ -1,0 +1,203 @@
+"""Monitoring: request windows, the drift decision, the Evidently report, ``benchmark drift``.
+
+Synthetic data only (``synth_dir``), split as ``llarapp benchmark drift`` splits (30 %
+validation, 30 % test): the reference is the validation cases as ``/v1/recommend`` bodies,
+current windows are drawn from the test cases (then changed by one
+drift kind from :mod:`llarapp.benchmark.drift`). Every draw is seeded, so each verdict is the
+same on every run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llarapp.benchmark.api import request_body
+from llarapp.benchmark.drift import (
+    KINDS,
+    fewer_seeds,
+    language,
+    new_releases,
+    scenes,
+)
+from llarapp.config import SplitConfig
+from llarapp.data.dataset import load_cases, load_train
+from llarapp.data.ingest import ingest
+from llarapp.data.split import split as make_split
+from llarapp.monitoring import (
+    Catalogue,
+    DriftConfig,
+    Reference,
+    Window,
+    check_drift,
+    embedding_drift,
+    window_from_bodies,
+    window_from_log,
+    write_report,
+)
+from llarapp.serving.store import EventStore
+from llarapp.text import TextEncoder, default_cache_dir
+
+WINDOW = 80
+
+
+@pytest.fixture(scope="module")
+def traffic(synth_dir, tmp_path_factory):
+    """(catalogue, encode, reference bodies, test cases, scene of each test playlist)."""
+    work = tmp_path_factory.mktemp("drift")
+    data, split = work / "data", work / "split"
+    ingest(str(synth_dir), data)
+    make_split(data, split, SplitConfig(seed=3, valid_frac=0.3, test_frac=0.3))
+    train = load_train(data, split)
+    counts = np.asarray(train.matrix.sum(axis=0)).ravel()
+    catalogue = Catalogue(dict(zip(train.track_uris.tolist(), counts.tolist(), strict=True)))
+    encode = TextEncoder(default_cache_dir()).encode
+    reference = [request_body(ec.case, 50) for ec in load_cases(data, split, "valid")]
+    pool = load_cases(data, split, "test")
+    return catalogue, encode, reference, pool, scenes(data, split, seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference(traffic):
+    catalogue, encode, bodies, _, _ = traffic
+    return Reference.of(window_from_bodies(bodies, catalogue, encode))
+
+
+def _window(traffic, rng, change=None, scene=None) -> Window:
+    catalogue, encode, _, pool, scene_of = traffic
+    cases = [ec for ec in pool if scene is None or scene_of[ec.case.pid] == scene]
+    picked = [cases[i] for i in rng.choice(len(cases), WINDOW, replace=len(cases) < WINDOW)]
+    bodies = [request_body(ec.case, 50) for ec in picked]
+    return window_from_bodies(change(bodies, rng) if change else bodies, catalogue, encode)
+
+
+def test_undrifted_windows_pass(traffic, reference):
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        result = check_drift(reference, _window(traffic, rng))
+        assert not result.drifted, result.to_dict()
+        assert {c.column for c in result.columns} == {
+            "n_seeds", "unknown_share", "seed_popularity", "title_only", "title_cluster",
+            "title_vector",
+        }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "column"),
+    [(new_releases, "unknown_share"), (language, "title_cluster"), (fewer_seeds, "n_seeds")],
+)
+def test_each_changed_window_is_detected_by_its_column(traffic, reference, change, column):
+    rng = np.random.default_rng(1)
+    result = check_drift(reference, _window(traffic, rng, change))
+    assert result.drifted
+    assert column in result.to_dict()["drifted_columns"]
+
+
+def test_a_scene_taking_the_whole_window_is_detected(traffic, reference):
+    scene_of = traffic[4]
+    biggest = pd.Series(scene_of).value_counts().index[0]
+    result = check_drift(reference, _window(traffic, np.random.default_rng(2), scene=biggest))
+    assert result.drifted
+    assert {"title_cluster", "title_vector"} & set(result.to_dict()["drifted_columns"])
+
+
+def test_embeddings_drift_method_called_directly(traffic, reference):
+    """The Evidently embedding method on the raw vectors (its own PCA) and through the
+    reference's fitted PCA agree: foreign titles drift, a window of the same traffic does not.
+    (The two PCAs differ in the last digits, which moves the SGD classifier's AUC a little.)"""
+    rng = np.random.default_rng(3)
+    all_foreign = lambda bodies, _rng: [  # noqa: E731
+        {**b, "name": "canciones para el verano"} if b.get("name") else b for b in bodies
+    ]
+    ref = reference.window.vectors
+    same, foreign = _window(traffic, rng), _window(traffic, rng, all_foreign)
+    assert not embedding_drift(ref, same.vectors).drifted
+    direct = embedding_drift(ref, foreign.vectors)
+    assert direct.drifted and direct.method == "model" and direct.score > 0.6
+    hoisted = check_drift(reference, foreign).columns[-1]
+    assert hoisted.column == "title_vector" and hoisted.drifted
+    assert hoisted.score == pytest.approx(direct.score, abs=0.05)
+
+
+def test_bad_input_is_a_clear_error(tmp_path, traffic, reference):
+    catalogue, encode, bodies, _, _ = traffic
+    with pytest.raises(ValueError, match="empty"):
+        window_from_bodies([], catalogue, encode)
+    with pytest.raises(ValueError, match=r"bodies\[1\]: .*nothing to recommend"):
+        window_from_bodies([bodies[0], {"k": 5}], catalogue, encode)
+    frame = reference.window.frame.iloc[:4]
+    with pytest.raises(ValueError, match=r"shape \(4, 10\); expected \(4, 384\)"):
+        Window(frame, np.zeros((4, 10), dtype=np.float32))
+    with pytest.raises(ValueError, match="same dim"):
+        embedding_drift(reference.window.vectors, np.zeros((4, 10), dtype=np.float32))
+    with pytest.raises(ValueError, match="at least 32"):
+        Reference.of(Window(frame, reference.window.vectors[:4]))
+    with pytest.raises(FileNotFoundError, match=r"arrays\.npz"):
+        Catalogue.from_model(tmp_path)
+
+
+def test_window_from_the_request_log(tmp_path, traffic):
+    catalogue, encode, _, _, _ = traffic
+    known = next(iter(catalogue.popularity))
+    store = EventStore(tmp_path / "events.db", sample_rate=1.0)
+    rows = [
+        {"title": "summer", "n_seeds": 0, "n_known": 0, "n_unknown": 0, "seed_uris": []},
+        {"title": None, "n_seeds": 4, "n_known": 3, "n_unknown": 1,
+         "seed_uris": [known, "spotify:track:new"]},
+    ]  # fmt: skip
+    for i, row in enumerate(rows):
+        assert store.maybe_log_request({"request_id": str(i), "model_version": "v1", **row})
+    store.close()
+    window = window_from_log(tmp_path / "events.db", catalogue, encode)
+    frame = window.frame
+    assert frame["n_seeds"].tolist() == [0, 4]
+    assert frame["unknown_share"].tolist() == [0.0, 0.25]
+    assert frame["title_only"].tolist() == [1, 0]
+    assert np.isnan(frame["seed_popularity"][0])
+    assert frame["seed_popularity"][1] == pytest.approx(np.log1p(catalogue.popularity[known]))
+    assert frame["title"].tolist() == ["summer", ""]
+    assert window.vectors.shape == (2, 384)
+    assert len(window_from_log(tmp_path / "events.db", catalogue, encode, last=1)) == 1
+    with pytest.raises(ValueError, match="no logged request matches"):
+        window_from_log(tmp_path / "events.db", catalogue, encode, model_version="v2")
+    saved = Window.load(window.save(tmp_path / "profile"))
+    pd.testing.assert_frame_equal(saved.frame, window.frame)
+    np.testing.assert_array_equal(saved.vectors, window.vectors)
+
+
+def test_report_html_and_json_are_written(tmp_path, traffic, reference):
+    current = _window(traffic, np.random.default_rng(4), new_releases)
+    small = Window(reference.window.frame.iloc[:60], reference.window.vectors[:60])
+    result = write_report(small, current, tmp_path / "report", DriftConfig(title_clusters=8))
+    html = (tmp_path / "report" / "drift_report.html").read_text()
+    assert "<html" in html.lower()
+    metrics = json.loads((tmp_path / "report" / "drift_report.json").read_text())["metrics"]
+    names = [m["metric_name"] for m in metrics]
+    assert any(n.startswith("EmbeddingsDrift(") for n in names)
+    assert any("column=title_cluster" in n for n in names)
+    decision = json.loads((tmp_path / "report" / "drift.json").read_text())
+    assert decision == result.to_dict() and decision["drift"]
+    assert "unknown_share" in decision["drifted_columns"]
+
+
+def test_benchmark_drift_command(tmp_path, synth_dir, capsys):
+    from llarapp.cli import main
+
+    out = tmp_path / "drift.json"
+    argv = ["benchmark", "drift", "--mpd", str(synth_dir), "--out", str(out), "--windows", "2",
+            "--window-sizes", "40,60", "--default-window", "60"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["windows"] == 2 and result["window_sizes"] == [40, 60]
+    assert result["default_window"] == 60
+    assert set(result["false_alarm"]) == {"40", "60"}
+    assert set(result["detection"]) == set(KINDS)
+    assert all(set(by_size) == {"40", "60"} for by_size in result["detection"].values())
+    assert result["false_alarm"]["60"] == 0.0
+    assert result["detection"]["new_releases"]["60"] == 1.0
+    assert result["detection"]["seeds_per_request"]["60"] == 1.0
+    table = capsys.readouterr().out
+    assert "false alarm" in table and "detect language" in table
