@@ -201,3 +201,42 @@ def test_benchmark_drift_command(tmp_path, synth_dir, capsys):
     assert result["detection"]["seeds_per_request"]["60"] == 1.0
     table = capsys.readouterr().out
     assert "false alarm" in table and "detect language" in table
+
+
+def test_monitor_profile_and_check_commands(tmp_path, traffic, capsys):
+    """``llarapp monitor profile`` from request bodies, ``monitor check`` on the request log."""
+    from llarapp.cli import main
+
+    catalogue, _, bodies, pool, _ = traffic
+    model = tmp_path / "model"  # the catalogue arrays monitoring reads from a MODEL_DIR
+    model.mkdir()
+    uris = np.array(sorted(catalogue.popularity))
+    np.savez(model / "arrays.npz", track_uris=uris,
+             popularity=np.array([catalogue.popularity[u] for u in uris]))  # fmt: skip
+    requests = tmp_path / "reference.jsonl"
+    requests.write_text("\n".join(json.dumps(b) for b in bodies) + "\n")
+    profile = tmp_path / "profile"
+    assert main(["monitor", "profile", "--model", str(model), "--requests", str(requests),
+                 "--out", str(profile)]) == 0  # fmt: skip
+    assert len(Window.load(profile)) == len(bodies)
+
+    rng = np.random.default_rng(5)
+    served = new_releases([request_body(ec.case, 50) for ec in pool[:WINDOW]], rng)
+    store = EventStore(tmp_path / "events.db", sample_rate=1.0)
+    for i, body in enumerate(served):
+        seeds = [t["track_uri"] for t in body["tracks"]]
+        unknown = sum(u not in catalogue.popularity for u in seeds)
+        store.maybe_log_request({
+            "request_id": str(i), "title": body.get("name"), "n_seeds": len(seeds),
+            "n_known": len(seeds) - unknown, "n_unknown": unknown, "seed_uris": seeds,
+        })  # fmt: skip
+    store.close()
+    out = tmp_path / "check"
+    assert main(["monitor", "check", "--model", str(model), "--profile", str(profile),
+                 "--log", str(tmp_path / "events.db"), "--last", str(WINDOW),
+                 "--out", str(out)]) == 0  # fmt: skip
+    decision = json.loads((out / "drift.json").read_text())
+    assert decision["drift"] and decision["current_rows"] == WINDOW
+    assert "unknown_share" in decision["drifted_columns"]
+    assert (out / "drift_report.html").is_file()
+    assert '"drift": true' in capsys.readouterr().out

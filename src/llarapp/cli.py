@@ -13,6 +13,8 @@ Examples::
     llarapp serve --model runs/model --port 8080
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp benchmark drift --mpd ../shared/data/mpd-dev --out runs/drift.json
+    llarapp monitor profile --model runs/model --requests reference.jsonl --out runs/profile
+    llarapp monitor check --model runs/model --profile runs/profile --log runs/serving/events.db
     llarapp pipeline compile
     llarapp pipeline run --local --data runs/synth
     llarapp pipeline submit --host http://localhost:8080 --data s3://data/mpd
@@ -173,6 +175,37 @@ def cmd_drift_bench(args: argparse.Namespace) -> None:
     print(json.dumps(result["dataset"], indent=2))
     print(format_table(result))
     print(f"\nJSON: {args.out}")
+
+
+def cmd_monitor_profile(args: argparse.Namespace) -> None:
+    from llarapp.monitoring.window import (
+        Catalogue,
+        read_bodies,
+        window_from_bodies,
+        window_from_log,
+    )
+    from llarapp.text import TextEncoder, default_cache_dir
+
+    catalogue = Catalogue.from_model(args.model)
+    encode = TextEncoder(default_cache_dir()).encode
+    if args.requests:
+        window = window_from_bodies(read_bodies(args.requests), catalogue, encode)
+    else:
+        window = window_from_log(args.log, catalogue, encode, last=args.last)
+    window.save(args.out)
+    print(f"reference profile of {len(window)} requests written to {args.out}")
+
+
+def cmd_monitor_check(args: argparse.Namespace) -> None:
+    from llarapp.monitoring import DEFAULT_WINDOW, Catalogue, Window, window_from_log, write_report
+    from llarapp.text import TextEncoder, default_cache_dir
+
+    encode = TextEncoder(default_cache_dir()).encode
+    catalogue = Catalogue.from_model(args.model)
+    current = window_from_log(args.log, catalogue, encode, last=args.last or DEFAULT_WINDOW)
+    result = write_report(Window.load(args.profile), current, args.out)
+    _print_json(result.to_dict())
+    print(f"\nreport: {Path(args.out) / 'drift_report.html'}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -585,6 +618,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora-r", type=int, default=8, help="with --base-model: LoRA rank (0: every weight)"
     )
     p.set_defaults(fn=cmd_train)
+
+    mon = groups.add_parser("monitor", help="drift checks of served traffic (Evidently)")
+    mon = mon.add_subparsers(dest="cmd", required=True, metavar="CMD")
+    p = mon.add_parser("profile", help="the reference profile: the traffic a model expects")
+    p.add_argument("--model", required=True, help="the trained MODEL_DIR (its catalogue)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--requests", help="JSON lines, one /v1/recommend body a line")
+    source.add_argument("--log", help="the serving event store (runs/serving/events.db)")
+    p.add_argument("--last", type=_positive, default=None, help="with --log: the latest N")
+    p.add_argument("--out", required=True, help="folder for window.parquet + vectors.npz")
+    p.set_defaults(fn=cmd_monitor_profile)
+    p = mon.add_parser("check", help="the latest logged requests against the profile")
+    p.add_argument("--model", required=True, help="the served MODEL_DIR (its catalogue)")
+    p.add_argument("--profile", required=True, help="a `llarapp monitor profile` folder")
+    p.add_argument("--log", required=True, help="the serving event store (runs/serving/events.db)")
+    p.add_argument("--last", type=_positive, default=None, help="window size (default: 200)")
+    p.add_argument("--out", required=True, help="folder for the HTML/JSON report and drift.json")
+    p.set_defaults(fn=cmd_monitor_check)
 
     p = groups.add_parser("serve", help="encoder, retriever, ranker + /v1/recommend (KServe)")
     p.add_argument("--model", default="runs/model", help="folder, s3:// or models:/NAME@ALIAS")

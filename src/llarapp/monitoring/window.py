@@ -151,6 +151,25 @@ def window_from_bodies(bodies: Sequence[Any], catalogue: Catalogue, encode) -> W
     return _window(rows, titles, encode)
 
 
+def read_bodies(path: Path | str) -> list[Any]:
+    """Request bodies from a JSON-lines file (one ``/v1/recommend`` body a line; blank lines
+    skipped).
+
+    Raises:
+        ValueError: a line is not JSON (its number in the message).
+    """
+    bodies = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                bodies.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{n}: not JSON ({exc.msg}); expected one body a line"
+                ) from exc
+    return bodies
+
+
 def window_from_log(
     db: Path | str,
     catalogue: Catalogue,
