@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="the served MODEL_DIR (its catalogue)")
     p.add_argument("--profile", required=True, help="a `llarapp monitor profile` folder")
     p.add_argument("--log", required=True, help="the serving event store (runs/serving/events.db)")
-    p.add_argument("--last", type=_positive, default=None, help="window size (default: 200)")
+    p.add_argument("--last", type=_positive, default=None, help="window size (default: 500)")
     p.add_argument("--out", required=True, help="folder for the HTML/JSON report and drift.json")
     p.set_defaults(fn=cmd_monitor_check)
 

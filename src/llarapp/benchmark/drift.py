@@ -62,7 +62,7 @@ from llarapp.text import TextEncoder, default_cache_dir
 log = logging.getLogger(__name__)
 
 KINDS = ("scene", "new_releases", "language", "seeds_per_request")
-WINDOW_SIZES = (100, DEFAULT_WINDOW, 500)
+WINDOW_SIZES = (100, 200, 500)
 K = 40  # windows per drift kind and window size
 N_SCENES = 8
 MIN_SCENE_CASES = 20
