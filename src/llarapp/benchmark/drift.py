@@ -147,7 +147,8 @@ def language(bodies: list[dict], rng: np.random.Generator) -> list[dict]:
 
 
 def fewer_seeds(bodies: list[dict], rng: np.random.Generator) -> list[dict]:
-    """Clients send at most :data:`MAX_SEEDS` seeds (the first ones)."""
+    """Clients send at most :data:`MAX_SEEDS` seeds (the first ones); ``rng`` unused (every
+    change takes one)."""
     return [{**b, "tracks": b["tracks"][:MAX_SEEDS]} for b in bodies]
 
 
