@@ -10,6 +10,7 @@ Examples::
     llarapp benchmark quality --mpd ../shared/data/mpd-dev --out runs/quality.json
     llarapp benchmark export --model runs/model --mpd ../shared/data/mpd-dev --out runs/export.json
     llarapp catalog add --model runs/model --tracks new_releases.jsonl
+    llarapp feedback export --events runs/serving/events.db --out runs/feedback --model runs/model
     llarapp serve --model runs/model --port 8080
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp pipeline compile
@@ -228,6 +229,12 @@ def cmd_catalog_add(args: argparse.Namespace) -> None:
         print(f"  skipped line {s['line']}: {s['track_uri']} ({s['reason']})")
     if report["added"]:
         print("restart `llarapp serve` on this folder (or deploy it again) to serve them")
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> None:
+    from llarapp.serving.feedback import export_feedback
+
+    _print_json(export_feedback(args.events, args.out, args.model))
 
 
 def cmd_serving_bench(args: argparse.Namespace) -> None:
@@ -577,6 +584,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON lines: track_name, artist_name, optional album_name and track_uri",
     )
     p.set_defaults(fn=cmd_catalog_add)
+
+    fb = groups.add_parser("feedback", help="likes and dislikes as training data")
+    fb = fb.add_subparsers(dest="cmd", required=True, metavar="CMD")
+    p = fb.add_parser(
+        "export",
+        help="feedback since the last export -> fresh MPD playlists + negatives (exactly once)",
+    )
+    p.add_argument("--events", required=True, help="the server's event store (--events)")
+    p.add_argument("--out", required=True, help="folder that collects one folder per export")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="MODEL_DIR whose track names name the tracks (repeat for several)",
+    )
+    p.set_defaults(fn=cmd_feedback_export)
 
     pipe = groups.add_parser("pipeline", help="Kubeflow pipelines: compile, run, submit")
     pipe = pipe.add_subparsers(dest="cmd", required=True, metavar="CMD")

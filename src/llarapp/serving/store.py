@@ -235,14 +235,18 @@ def _stored_context(conn: sqlite3.Connection, request_id: str) -> dict[str, Any]
     return {"playlist_id": row[0], "title": row[1], "seed_uris": seeds, "model_version": row[3]}
 
 
-def read_feedback(path: Path | str) -> list[dict[str, Any]]:
-    """Every feedback row, oldest first; context still missing is taken from ``contexts``."""
+def read_feedback(
+    path: Path | str, after: int = 0, upto: int | None = None
+) -> list[dict[str, Any]]:
+    """Feedback rows with ``after < id <= upto`` (every row by default), oldest first; context
+    still missing is taken from ``contexts``."""
     conn = sqlite3.connect(str(path))
     conn.row_factory = sqlite3.Row
     has_contexts = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'contexts'"
     ).fetchone()
-    query = "SELECT * FROM feedback ORDER BY id"
+    where = "WHERE f.id > ? AND f.id <= ?"
+    query = f"SELECT * FROM feedback f {where} ORDER BY id"
     if has_contexts:
         query = (
             "SELECT f.id, f.ts, f.request_id, f.track_uri, f.liked, "
@@ -250,10 +254,12 @@ def read_feedback(path: Path | str) -> list[dict[str, Any]]:
             "COALESCE(f.title, c.title) AS title, "
             "COALESCE(f.seed_uris, c.seed_uris) AS seed_uris, "
             "COALESCE(f.model_version, c.model_version) AS model_version "
-            "FROM feedback f LEFT JOIN contexts c ON c.request_id = f.request_id ORDER BY f.id"
+            f"FROM feedback f LEFT JOIN contexts c ON c.request_id = f.request_id {where} "
+            "ORDER BY f.id"
         )
     try:
-        return [dict(r) for r in conn.execute(query)]
+        bounds = (after, 2**62 if upto is None else upto)
+        return [dict(r) for r in conn.execute(query, bounds)]
     finally:
         conn.close()
 
