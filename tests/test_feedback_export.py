@@ -40,7 +40,7 @@ def setup(tmp_path):
 def vote(store, track: int, liked: bool, request_id=None, playlist_id=None) -> int:
     body = {"track_uri": uri(track), "liked": liked}
     body |= {"request_id": request_id} if request_id else {"playlist_id": playlist_id}
-    return store.record_feedback(parse_feedback(body))
+    return store.record_feedback(parse_feedback(body))[0]
 
 
 def batches(out) -> list[dict]:

@@ -12,6 +12,7 @@ Examples::
     llarapp catalog add --model runs/model --tracks new_releases.jsonl
     llarapp feedback export --events runs/serving/events.db --out runs/feedback --model runs/model
     llarapp serve --model runs/model --port 8080
+    llarapp serve --model runs/champion --challenger runs/challenger --canary-percent 10
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp pipeline compile
     llarapp pipeline run --local --data runs/synth
@@ -30,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 
 log = logging.getLogger("llarapp")
+CANARY_PERCENT = 10.0  # the challenger's share by default, as kserve/manifests/ranker.yaml
 
 
 def _positive(value: str) -> int:
@@ -210,6 +212,17 @@ def cmd_serve(args: argparse.Namespace) -> None:
     argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
     argv += ["--graph", args.graph] if args.graph else []
     argv += ["--workers", str(args.workers)]
+    if args.challenger:
+        from llarapp.serving.canary import check_percent
+
+        local = Path(args.challenger.removeprefix("file://"))
+        if not args.challenger.startswith(("s3://", "models:/")) and not local.is_dir():
+            raise FileNotFoundError(f"--challenger {args.challenger}: no such model folder")
+        percent = check_percent(args.canary_percent, "--canary-percent")
+        argv += ["--challenger", args.challenger, "--canary-percent", str(percent)]
+        argv += ["--canary-state", args.canary_state] if args.canary_state else []
+    elif args.canary_state or args.canary_percent != CANARY_PERCENT:
+        raise ValueError("--canary-percent / --canary-state: expected --challenger DIR too")
     os.execve(argv[0], argv, server_env())
 
 
@@ -572,6 +585,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker-backend", choices=("auto", "onnx", "torch"), default="auto")
     p.add_argument("--workers", type=_positive, default=1,
                    help="server processes sharing the port (each loads the model)")  # fmt: skip
+    p.add_argument(
+        "--challenger",
+        default=None,
+        help="canary: a second model (folder, s3://, models:/) beside --model",
+    )
+    p.add_argument(
+        "--canary-percent",
+        type=float,
+        default=CANARY_PERCENT,
+        help="with --challenger: its share of traffic, sticky per playlist_id, "
+        "0..100; change it at run time with POST /v1/canary",
+    )
+    p.add_argument(
+        "--canary-state", default=None, help="the split's state file (default EVENTS.canary.json)"
+    )
     p.set_defaults(fn=cmd_serve)
 
     cat = groups.add_parser("catalog", help="a trained model's catalogue: add new releases")

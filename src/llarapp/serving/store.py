@@ -114,8 +114,12 @@ class EventStore:
         self._closed = False
 
     # ---------------------------------------------------------------- feedback
-    def record_feedback(self, event: FeedbackEvent) -> int:
-        """Insert and commit one event; returns its id once it is on disk."""
+    def record_feedback(
+        self, event: FeedbackEvent, model_version: str | None = None
+    ) -> tuple[int, str | None]:
+        """Insert and commit one event; returns its id once it is on disk, and the model
+        version it is labelled with: its request's, else ``model_version`` (the version that
+        serves its playlist, for feedback naming only a playlist)."""
         with self._lock:
             ctx = self._context.get(event.request_id or "")
             if ctx is None and event.request_id:  # served by another process, maybe
@@ -129,7 +133,7 @@ class EventStore:
             int(event.liked),
             ctx.get("title"),
             json.dumps(ctx.get("seed_uris", [])) if ctx else None,
-            ctx.get("model_version"),
+            ctx.get("model_version") or model_version,
         )
         with self._lock:
             cur = self._conn.execute(
@@ -138,7 +142,7 @@ class EventStore:
                 row,
             )
             self._conn.commit()
-            return int(cur.lastrowid)
+            return int(cur.lastrowid), row[-1]
 
     # ---------------------------------------------------------------- request log
     def remember(self, request_id: str, context: dict[str, Any]) -> None:
