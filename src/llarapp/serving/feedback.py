@@ -29,7 +29,8 @@ to a temporary name and renames it, (3) marks the range ``done``; the cutoff is 
 ``done`` ``last_id``. An export that finds a ``pending`` range finishes it first: the batch
 folder exists (crash after the rename) -> ``done``; it does not -> the range is dropped (and
 its temporary folder removed), and its events are read again. Two exports at once are refused
-(an ``flock`` on ``DB.export.lock``).
+(an ``flock`` on ``DB.export.lock``). No event can appear below a cutoff later: SQLite has one
+writer at a time, so feedback ids become visible in the order they are assigned.
 """
 
 from __future__ import annotations
