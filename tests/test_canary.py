@@ -148,7 +148,7 @@ def test_split_stickiness_and_labels(canary):
     assert within_binomial(versions.count(challenger), len(ids), 50)
     assert served_by(url, ids[:20] * 2) == versions[:20] * 2  # sticky
     # feedback: by request (the request's version) and by playlist only (its sticky version)
-    status, out = post_json(url, "/v1/recommend", {"name": "x", "playlist_id": ids[0], "k": 3})
+    _, out = post_json(url, "/v1/recommend", {"name": "x", "playlist_id": ids[0], "k": 3})
     rid, uri = out["request_id"], out["recommended_tracks"][0]["track_uri"]
     _, ack1 = post_json(url, "/v1/feedback", {"request_id": rid, "track_uri": uri, "liked": True})
     _, ack2 = post_json(url, "/v1/feedback", {"playlist_id": ids[1], "track_uri": uri,
@@ -209,3 +209,28 @@ def test_bad_canary_requests_are_4xx_and_change_nothing(canary, body, status):
     assert got == status and out["error"], out
     assert json.loads(get(url, "/v1/canary")[1])["percent"] == 50.0
     assert post_json(url, "/v1/recommend", {"name": "still serving"})[0] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_post_to_one_worker_moves_every_worker(canary, tmp_path):
+    """--workers 2: the POST reaches one process; the next requests of both follow it."""
+    work, champion, challenger = canary[1], canary[2], canary[3]
+    log = tmp_path / "server.log"
+    proc, url = start_server(
+        str(work / "champion"), None, "--events", str(tmp_path / "events.db"), "--workers", "2",
+        "--challenger", str(work / "challenger"), "--canary-percent", "0", log_file=log,
+    )  # fmt: skip
+    try:
+        wait_ready(url, proc)
+        ids = [f"workers-{i}" for i in range(20)]  # a new connection each: both workers answer
+        assert set(served_by(url, ids)) == {champion}
+        assert post_json(url, "/v1/canary", {"percent": 100})[0] == 200
+        assert set(served_by(url, ids)) == {challenger}
+    finally:
+        stop_server(proc)
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    workers = {e["pid"] for e in lines if e.get("event") == "serving"}
+    after = [e for e in lines if e.get("event") == "recommend"][len(ids) :]
+    assert len(workers) == 2 and {e["pid"] for e in after} == workers
+    assert {e["model_version"] for e in after} == {challenger}
