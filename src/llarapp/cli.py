@@ -218,10 +218,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         local = Path(args.challenger.removeprefix("file://"))
         if not args.challenger.startswith(("s3://", "models:/")) and not local.is_dir():
             raise FileNotFoundError(f"--challenger {args.challenger}: no such model folder")
-        percent = check_percent(args.canary_percent, "--canary-percent")
+        percent = CANARY_PERCENT if args.canary_percent is None else args.canary_percent
+        percent = check_percent(percent, "--canary-percent")
         argv += ["--challenger", args.challenger, "--canary-percent", str(percent)]
         argv += ["--canary-state", args.canary_state] if args.canary_state else []
-    elif args.canary_state or args.canary_percent != CANARY_PERCENT:
+    elif args.canary_state or args.canary_percent is not None:
         raise ValueError("--canary-percent / --canary-state: expected --challenger DIR too")
     os.execve(argv[0], argv, server_env())
 
@@ -593,9 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--canary-percent",
         type=float,
-        default=CANARY_PERCENT,
-        help="with --challenger: its share of traffic, sticky per playlist_id, "
-        "0..100; change it at run time with POST /v1/canary",
+        default=None,
+        help=f"with --challenger: its share of traffic, sticky per playlist_id, 0..100 "
+        f"(default {CANARY_PERCENT:g}); change it at run time with POST /v1/canary",
     )
     p.add_argument(
         "--canary-state", default=None, help="the split's state file (default EVENTS.canary.json)"
