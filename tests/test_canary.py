@@ -88,22 +88,13 @@ def test_cli_refuses_bad_canary_flags(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def canary(tiny, tmp_path_factory):
     """(url, work dir, champion version, challenger version) of a server at 50 %."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    from tiny_model import shuffled_copy
 
     from llarapp.serving.model_uri import content_version
 
     work = tmp_path_factory.mktemp("canary")
-    champion, challenger = work / "champion", work / "challenger"
-    shutil.copytree(tiny[2], champion)
-    shutil.copytree(tiny[2], challenger)
-    weights = challenger / "ranker" / "model.safetensors"
-    gen = torch.Generator().manual_seed(0)
-    tensors = {
-        k: v.flatten()[torch.randperm(v.numel(), generator=gen)].reshape(v.shape).contiguous()
-        for k, v in load_file(weights).items()
-    }
-    save_file(tensors, weights)
+    champion = shutil.copytree(tiny[2], work / "champion")
+    challenger = shuffled_copy(tiny[2], work / "challenger")
     versions = content_version(champion), content_version(challenger)
     assert versions[0] != versions[1]
     proc, url = start_server(

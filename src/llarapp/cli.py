@@ -251,6 +251,32 @@ def cmd_feedback_export(args: argparse.Namespace) -> None:
     _print_json(export_feedback(args.events, args.out, args.model))
 
 
+def cmd_rollout(args: argparse.Namespace) -> None:
+    import dataclasses
+    import time
+
+    from llarapp.pipeline.rollout import WAIT, RolloutRules, act, decide, live_stats
+
+    rules = RolloutRules(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(RolloutRules)}
+    )
+    deadline = time.monotonic() + args.watch
+    while True:
+        decision = decide(*live_stats(args.server, args.events), rules)
+        record = act(
+            decision,
+            audit_log=args.audit,
+            server=args.server,
+            target=args.target,
+            tracking_uri=args.tracking_uri,
+        )
+        print(f"{record['at']} {decision.action}: {decision.reason}", flush=True)
+        if decision.action != WAIT or time.monotonic() + args.interval > deadline:
+            break
+        time.sleep(args.interval)
+    print(json.dumps(record, indent=2, default=float))
+
+
 def cmd_serving_bench(args: argparse.Namespace) -> None:
     from llarapp.benchmark.serving import format_table, run_serving_benchmark
 
@@ -629,6 +655,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="MODEL_DIR whose track names name the tracks (repeat for several)",
     )
     p.set_defaults(fn=cmd_feedback_export)
+
+    p = groups.add_parser(
+        "rollout",
+        help="the canary controller: promote, roll back or wait, from live per-version figures",
+    )
+    p.add_argument("--server", required=True, help="a `llarapp serve --challenger` base URL")
+    p.add_argument("--events", required=True, help="that server's event store (--events)")
+    p.add_argument("--audit", default="runs/serving/rollout.jsonl", help="the decisions' log")
+    p.add_argument("--target", default=None, help="deploy target (current.json, challenger.json)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow registry whose aliases move (with --target)"
+    )
+    p.add_argument("--watch", type=float, default=0.0, help="keep deciding for this many s")
+    p.add_argument("--interval", type=float, default=30.0, help="s between decisions")
+    from llarapp.pipeline.rollout import RolloutRules  # the rules' defaults are the flags'
+
+    defaults = RolloutRules()
+    for name in ("min_requests", "min_feedback"):
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=_positive, default=getattr(defaults, name)
+        )
+    for name in ("alpha", "max_error_increase", "max_p99_ratio", "like_margin"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.set_defaults(fn=cmd_rollout)
 
     pipe = groups.add_parser("pipeline", help="Kubeflow pipelines: compile, run, submit")
     pipe = pipe.add_subparsers(dest="cmd", required=True, metavar="CMD")

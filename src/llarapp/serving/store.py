@@ -26,8 +26,8 @@ requests (a bounded map), else ``contexts``; an export fills what was still miss
 time (feedback faster than the context's batch) from ``contexts``, so feedback exports as
 training data even for unsampled requests.
 
-:func:`export_training_data` writes parquet: one row per feedback event, ``label`` 1 for a like
-and 0 for a dislike (a negative), with the playlist context (title, seed URIs).
+:func:`llarapp.serving.feedback.export_feedback` (``llarapp feedback export``) turns the
+feedback into training data, each event exactly once.
 """
 
 from __future__ import annotations
@@ -266,40 +266,3 @@ def read_feedback(
         return [dict(r) for r in conn.execute(query, bounds)]
     finally:
         conn.close()
-
-
-def export_training_data(db: Path | str, out: Path | str) -> dict[str, int]:
-    """Feedback -> parquet for retraining; dislikes are negatives (``label`` 0).
-
-    Files out: ``out`` (parquet) with columns ``ts`` float64, ``request_id`` str,
-    ``playlist_id`` str, ``title`` str, ``seed_uris`` list<str>, ``track_uri`` str, ``label``
-    int8 (1 like, 0 dislike), ``model_version`` str. A track liked and later disliked in the
-    same request keeps only its latest event.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = read_feedback(db)
-    latest: dict[tuple, dict] = {}
-    for r in rows:
-        latest[(r["request_id"], r["playlist_id"], r["track_uri"])] = r
-    rows = sorted(latest.values(), key=lambda r: r["id"])
-    table = pa.table(
-        {
-            "ts": pa.array([r["ts"] for r in rows], pa.float64()),
-            "request_id": pa.array([r["request_id"] for r in rows], pa.string()),
-            "playlist_id": pa.array([r["playlist_id"] for r in rows], pa.string()),
-            "title": pa.array([r["title"] for r in rows], pa.string()),
-            "seed_uris": pa.array(
-                [json.loads(r["seed_uris"]) if r["seed_uris"] else [] for r in rows],
-                pa.list_(pa.string()),
-            ),
-            "track_uri": pa.array([r["track_uri"] for r in rows], pa.string()),
-            "label": pa.array([r["liked"] for r in rows], pa.int8()),
-            "model_version": pa.array([r["model_version"] for r in rows], pa.string()),
-        }
-    )
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
-    positives = sum(r["liked"] for r in rows)
-    return {"rows": len(rows), "positives": positives, "negatives": len(rows) - positives}
