@@ -63,6 +63,7 @@ def training_graph(
     tune_max_cases: int,
     train_config: dict,
     baselines: list,
+    base_model: str = "",
     gate_metric: str,
     margin_over_baselines: float,
     margin_over_champion: float,
@@ -101,6 +102,7 @@ def training_graph(
             text=text.outputs["text"],
             train_config=train_config,
             tracking_uri=tracking_uri,
+            base_model=base_model,
         ),
         "train-ranker",
     )

@@ -6,8 +6,9 @@ Started by a drift check or by enough feedback (``trigger`` records which) on fr
 includes the feedback exported as playlists. Same stages as the training pipeline, stricter by
 default: the new model must beat the serving ``champion`` by ``margin_over_champion`` on the
 fresh test cases, and with a live canary it only becomes ``challenger``. Retraining reuses the
-tuned ALS settings when given (``als_config``) and trains fewer epochs. (A LoRA fine-tune of the
-champion's ranker instead of a fresh fit needs a library function; see the README.)
+tuned ALS settings when given (``als_config``), fine-tunes the ``base_model``'s ranker (the
+registry's ``champion`` by default, resolved inside the train component) with LoRA, and trains
+fewer epochs.
 """
 
 from pathlib import Path
@@ -34,6 +35,7 @@ def retraining_pipeline(
     tune_max_cases: int = 400,
     train_config: dict = {"epochs": 5},  # noqa: B006
     baselines: list = BASELINES,
+    base_model: str = "models:/llarapp@champion",
     gate_metric: str = "ndcg",
     margin_over_baselines: float = 0.0,
     margin_over_champion: float = 0.002,

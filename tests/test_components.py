@@ -107,6 +107,7 @@ def chain(tmp_path_factory):
         text=a["text"],
         train_config=json.loads(json.dumps(TINY.to_dict())),
         tracking_uri=tracking,
+        base_model="",
         model=a["model"],
         split_model=a["split_model"],
         train_metrics=a["train_metrics"],
@@ -252,6 +253,39 @@ def test_gate_export_register_deploy(chain) -> None:
     pointer = json.loads((chain["w"] / "serving" / "current.json").read_text())
     assert pointer["version"] == "1" and pointer["alias"] == "champion"
     assert Path(pointer["storage_uri"]) == exported.resolve()
+
+
+@pytest.mark.integration
+def test_train_ranker_fine_tunes_the_registered_champion(chain, tmp_path) -> None:
+    """The retraining path: the champion resolved from the registry inside the component, its
+    ranker fine-tuned with LoRA (merged: a plain ranker again)."""
+    from llarapp.models.base import Recommender
+
+    model, split_model = _out(dsl.Model, tmp_path / "model"), _out(dsl.Model, tmp_path / "split")
+    train_ranker.python_func(
+        data=chain["data"],
+        splits=chain["splits"],
+        text=chain["text"],
+        train_config={**json.loads(json.dumps(TINY.to_dict())), "epochs": 1.0},
+        tracking_uri=chain["tracking"],
+        base_model="models:/llarapp@champion",
+        model=model,
+        split_model=split_model,
+        train_metrics=_out(dsl.Metrics, tmp_path / "metrics"),
+    )
+    assert model.metadata["base_model_version"] == "llarapp/1"  # the champion chain registered
+    report = json.loads((tmp_path / "model" / "train_report.json").read_text())
+    assert report["history"][-1]["mlflow_run_id"]
+    tuned = Recommender.load(tmp_path / "model")
+    assert not any("lora" in k for k in tuned.ranker.state_dict())
+    with pytest.raises(Exception, match=r"nobody"):
+        train_ranker.python_func(
+            data=chain["data"], splits=chain["splits"], text=chain["text"],
+            train_config={}, tracking_uri=chain["tracking"],
+            base_model="models:/llarapp@nobody", model=_out(dsl.Model, tmp_path / "m2"),
+            split_model=_out(dsl.Model, tmp_path / "s2"),
+            train_metrics=_out(dsl.Metrics, tmp_path / "t2"),
+        )  # fmt: skip
 
 
 @pytest.mark.integration

@@ -271,6 +271,7 @@ def test_title_only_and_unknown_tracks(server, body):
         ("/v1/feedback", b'{"track_uri": "x", "liked": true}', 422),
         ("/v1/feedback", b'{"request_id": "r", "track_uri": "x", "liked": 1}', 422),
         ("/v1/feedback", b"\xff", 400),
+        ("/v1/canary", b'{"percent": 5}', 409),  # one model: no challenger to split with
         ("/v1/models/encoder:predict", b'{"name": "x", "k": -3}', 400),
         ("/v1/models/ranker:predict", b'{"candidates": [1, 2], "features": [[0.1]]}', 400),
         ("/v1/models/retriever:predict", b'{"seed_idx": [999999999]}', 400),

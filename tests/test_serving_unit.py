@@ -19,7 +19,7 @@ from llarapp.serving.request import (
     parse_feedback,
     parse_recommend,
 )
-from llarapp.serving.store import EventStore, export_training_data, read_feedback
+from llarapp.serving.store import EventStore, read_feedback
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "kserve" / "manifests"
 
@@ -204,9 +204,7 @@ def test_kustomize_renders():
 
 
 # ---------------------------------------------------------------------------- event store
-def test_store_feedback_and_export(tmp_path):
-    import pyarrow.parquet as pq
-
+def test_store_feedback_with_its_request_context(tmp_path):
     store = EventStore(tmp_path / "events.db", sample_rate=1.0)
     store.remember("r1", {"title": "summer", "seed_uris": ["s1", "s2"], "model_version": "v"})
     store.record_feedback(parse_feedback({"request_id": "r1", "track_uri": "a", "liked": True}))
@@ -216,11 +214,8 @@ def test_store_feedback_and_export(tmp_path):
     store.close()
     rows = read_feedback(tmp_path / "events.db")
     assert [r["track_uri"] for r in rows] == ["a", "b", "c"]
-    summary = export_training_data(tmp_path / "events.db", tmp_path / "fb.parquet")
-    assert summary == {"rows": 3, "positives": 1, "negatives": 2}
-    table = pq.read_table(tmp_path / "fb.parquet").to_pylist()
-    assert table[0]["title"] == "summer" and table[0]["seed_uris"] == ["s1", "s2"]
-    assert [r["label"] for r in table] == [1, 0, 0]
+    assert rows[0]["title"] == "summer" and json.loads(rows[0]["seed_uris"]) == ["s1", "s2"]
+    assert [r["liked"] for r in rows] == [1, 0, 0]
     with sqlite3.connect(tmp_path / "events.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 1

@@ -13,6 +13,7 @@ def train_ranker(
     text: Input[Dataset],
     train_config: dict,
     tracking_uri: str,
+    base_model: str,
     model: Output[Model],
     split_model: Output[Model],
     train_metrics: Output[Metrics],
@@ -24,7 +25,9 @@ def train_ranker(
     Library: :func:`llarapp.training.llara.train_llara` (via
     :func:`llarapp.pipeline.stages.train_ranker`). ``train_config``: fields of
     :class:`~llarapp.training.llara.LlaraTrainConfig` (empty: the defaults). ``tracking_uri``:
-    MLflow (empty: ``$MLFLOW_TRACKING_URI``, else SQLite under ``runs/``).
+    MLflow (empty: ``$MLFLOW_TRACKING_URI``, else SQLite under ``runs/``). ``base_model``:
+    empty trains a new ranker; a model URI (``models:/llarapp@champion``, resolved in this
+    component against that registry) fine-tunes its ranker with LoRA (the retraining path).
 
     Files in: ``data``, ``splits``, ``text`` (its cache shard warms the embedding cache).
 
@@ -51,9 +54,13 @@ def train_ranker(
             train_config,
             tracking_uri,
             split_run_dir=split_model.path,
+            base_model=base_model,
         )
     model.metadata["mlflow_run_id"] = report["mlflow_run_id"]
     model.metadata["framework"] = "llarapp+transformers"
+    if report["base_model"]:
+        model.metadata["base_model"] = report["base_model"]["uri"]
+        model.metadata["base_model_version"] = report["base_model"]["version"]
     train_metrics.log_metric("best_valid_ndcg", report["best_valid_ndcg"])
     train_metrics.log_metric("train_cases", report["train_cases"])
     train_metrics.log_metric("valid_cases", report["valid_cases"])

@@ -52,8 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=4, help="worker threads for the steps")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes sharing the port, each loads the model")  # fmt: skip
+    p.add_argument(
+        "--challenger",
+        default=None,
+        help="a second model (folder, s3://, models:/) to split traffic with",
+    )
+    p.add_argument(
+        "--canary-percent",
+        type=_percent,
+        default=None,
+        help="with --challenger: its share of /v1/recommend, 0..100 (default 10)",
+    )
+    p.add_argument(
+        "--canary-state", default=None, help="the split's state file (default EVENTS.canary.json)"
+    )
     p.add_argument("--barrier-fds", default=None, help=argparse.SUPPRESS)  # set by --workers
     return p
+
+
+def _percent(value: str) -> float:
+    from llarapp.serving.canary import check_percent
+
+    try:
+        return check_percent(float(value), "--canary-percent")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def supervise(argv: list[str], workers: int) -> int:
@@ -100,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.workers < 1:
         raise SystemExit(f"--workers={args.workers}: expected >= 1")
+    if args.challenger is None and (args.canary_percent, args.canary_state) != (None, None):
+        raise SystemExit("--canary-percent / --canary-state: expected --challenger DIR too")
     if args.workers > 1:
         rest = [a for i, a in enumerate(argv) if not _is_workers_flag(argv, i)]
         raise SystemExit(supervise(rest, args.workers))
@@ -125,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
         sample_rate=args.sample_rate,
         graph=args.graph,
         ranker_backend=args.ranker_backend,
+        challenger=args.challenger,
+        canary_percent=10.0 if args.canary_percent is None else args.canary_percent,
+        canary_state=args.canary_state,
     )
     barrier = tuple(int(fd) for fd in args.barrier_fds.split(",")) if args.barrier_fds else None
     server.serve(args.host, args.port, barrier=barrier)

@@ -47,7 +47,20 @@ REQUESTS = Counter("llarapp_requests_total", "HTTP requests by route and status"
 REQUEST_SECONDS = Histogram(
     "llarapp_request_seconds", "Latency of whole routes", ["route"], buckets=_BUCKETS
 )
-FEEDBACK = Counter("llarapp_feedback_total", "Feedback events stored", ["liked"])
+FEEDBACK = Counter(
+    "llarapp_feedback_total", "Feedback events stored, by model version", ["model_version", "liked"]
+)
+#: /v1/recommend by the model version that answered (champion or challenger): what a rollout
+#: controller compares (error rate, latency)
+RECOMMEND = Counter(
+    "llarapp_recommend_total", "/v1/recommend answers by model version", ["model_version", "code"]
+)
+RECOMMEND_SECONDS = Histogram(
+    "llarapp_recommend_seconds",
+    "/v1/recommend latency by model version",
+    ["model_version"],
+    buckets=_BUCKETS,
+)
 
 
 class PayloadError(InvalidInput):

@@ -10,7 +10,15 @@ plus:
   served by the model the manifest names; answers ``{"recommended_tracks", "model_version",
   "request_id"}``;
 - ``POST /v1/feedback`` — ``{"request_id" | "playlist_id", "track_uri", "liked"}``; stored
-  durably (SQLite WAL, synchronous=FULL) before the 200.
+  durably (SQLite WAL, synchronous=FULL) before the 200;
+- ``GET /v1/canary``, ``POST /v1/canary {"percent": P}`` — with a challenger (``--challenger``),
+  the share of ``/v1/recommend`` it answers (:mod:`llarapp.serving.canary`: sticky per
+  ``playlist_id``, kept in a state file every worker re-reads), read or changed at run time:
+  100 promotes, 0 rolls back. The challenger's steps run in this process beside the
+  champion's; only the champion's are registered as kserve models (``/v1/models``, ``/v2``).
+
+Every answer carries the ``model_version`` that made it; the request log, the feedback rows and
+``llarapp_recommend_*`` / ``llarapp_feedback_total`` on ``/metrics`` are labelled with it.
 
 Bad input answers 400 (not UTF-8 JSON), 413 (body over the limit) or 422 (wrong shape), with
 ``{"error": "..."}``; the server keeps serving. SIGTERM / SIGINT drain in-flight requests
@@ -36,16 +44,20 @@ from kserve.model_server import app
 from kserve.protocol.rest.server import RESTServer
 from starlette.responses import Response
 
+from llarapp.serving.canary import CanarySplit
 from llarapp.serving.engine import ServingEngine
 from llarapp.serving.graph import read_sequence
 from llarapp.serving.request import Limits, RequestError, decode_json, parse_feedback
 from llarapp.serving.store import EventStore
 from llarapp_kserve.common import (
     FEEDBACK,
+    RECOMMEND,
+    RECOMMEND_SECONDS,
     REQUEST_SECONDS,
     REQUESTS,
     BodyLimit,
     PayloadError,
+    StepModel,
     access_log,
     executor,
     log_json,
@@ -143,13 +155,16 @@ class LoopbackModelServer(ModelServer):
 
 
 class LocalServer:
-    """The three models + the graph and feedback routes.
+    """The three models + the graph and feedback routes (and a challenger's three models).
 
     Args:
-        model_uri: a model folder, s3:// prefix or models:/ URI.
+        model_uri: a model folder, s3:// prefix or models:/ URI (the champion).
         events: SQLite file for feedback and the request log.
         sample_rate: share of requests logged.
         graph: the InferenceGraph manifest whose root Sequence ``/v1/recommend`` walks.
+        challenger: a second model URI to split traffic with; None serves one model.
+        canary_percent: the challenger's starting share of traffic, 0..100.
+        canary_state: the split's state file (default ``EVENTS.canary.json``).
     """
 
     def __init__(
@@ -160,22 +175,44 @@ class LocalServer:
         graph: Path | str | None = None,
         limits: Limits | None = None,
         ranker_backend: str = "auto",
+        challenger: str | None = None,
+        canary_percent: float = 10.0,
+        canary_state: Path | str | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.steps = read_sequence(graph or default_graph_path())
         unknown = [s.name for s in self.steps if s.name not in STEP_MODELS]
         if unknown:
             raise ValueError(f"graph steps {unknown}: expected names in {sorted(STEP_MODELS)}")
-        self.core = ServingEngine.load(model_uri, ranker_backend=ranker_backend)
-        self.models = [STEP_MODELS[s.name](s.service, core=self.core) for s in self.steps]
-        for model in self.models:
-            model.load()
+        self.core, self.models = self._load(model_uri, ranker_backend, "")
+        self.challenger: tuple[ServingEngine, list[StepModel]] | None = None
+        self.split: CanarySplit | None = None
+        if challenger is not None:
+            self.challenger = self._load(challenger, ranker_backend, "-challenger")
+            version = self.challenger[0].model_version
+            if version == self.core.model_version:
+                raise ValueError(
+                    f"challenger {challenger}: model_version {version} is the champion's "
+                    f"({model_uri}); expected a different model"
+                )
+            self.split = CanarySplit(canary_state or f"{events}.canary.json", canary_percent)
         self.store = EventStore(events, sample_rate)
+
+    def _load(
+        self, uri: str, ranker_backend: str, suffix: str
+    ) -> tuple[ServingEngine, list[StepModel]]:
+        """One model's engine and its step models (named SERVICE + ``suffix``), loaded."""
+        core = ServingEngine.load(uri, ranker_backend=ranker_backend)
+        models = [STEP_MODELS[s.name](s.service + suffix, core=core) for s in self.steps]
+        for model in models:
+            model.load()
+        return core, models
 
     def install(self) -> None:
         """Add the routes and the body limit to the kserve FastAPI app (before start)."""
         app.add_api_route("/v1/recommend", self.recommend, methods=["POST"])
         app.add_api_route("/v1/feedback", self.feedback, methods=["POST"])
+        app.add_api_route("/v1/canary", self.canary, methods=["GET", "POST"])
         app.add_middleware(
             BodyLimit,
             small=self.limits.max_body_bytes,
@@ -202,6 +239,8 @@ class LocalServer:
             host=host,
             port=port,
             model=self.core.model_version,
+            challenger=self.challenger[0].model_version if self.challenger else None,
+            canary_percent=self.split.percent if self.split else None,
             steps=[s.service for s in self.steps],
             catalog_size=self.core.catalog_size,
             ranker=self.core.ranker_backend,
@@ -210,7 +249,19 @@ class LocalServer:
         server.start(self.models)
 
     # ------------------------------------------------------------------ the graph
-    def walk(self, request_json: Any) -> tuple[dict, dict]:
+    def route(self, playlist_id: Any) -> tuple[list[StepModel], str]:
+        """(the step models, their model version) that answer a request for ``playlist_id``."""
+        if self.split is None:  # one model: nothing to decide
+            return self.models, self.core.model_version
+        if isinstance(playlist_id, int) and not isinstance(playlist_id, bool):
+            playlist_id = str(playlist_id)  # as parse_recommend reads it
+        key = playlist_id if isinstance(playlist_id, str) else None
+        core, models = (
+            self.challenger if self.split.to_challenger(key) else (self.core, self.models)
+        )
+        return models, core.model_version
+
+    def walk(self, request_json: Any, models: list[StepModel] | None = None) -> tuple[dict, dict]:
         """The root Sequence, as the InferenceGraph router runs it (sync, one worker thread).
 
         Returns:
@@ -218,7 +269,7 @@ class LocalServer:
         """
         first = None
         previous = request_json
-        for step, model in zip(self.steps, self.models, strict=True):
+        for step, model in zip(self.steps, models or self.models, strict=True):
             data = request_json if step.data == "$request" else previous
             out = model.run_step(model.from_json(data))
             previous = model.to_json(out)
@@ -228,11 +279,12 @@ class LocalServer:
     async def recommend(self, request: Request) -> Response:
         start = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        status, first, out = 200, None, None
+        status, first, out, version = 200, None, None, None
         try:
             obj = decode_json(await request.body(), self.limits)
+            models, version = self.route(obj.get("playlist_id") if isinstance(obj, dict) else None)
             loop = asyncio.get_running_loop()
-            out, first = await loop.run_in_executor(executor(), self.walk, obj)
+            out, first = await loop.run_in_executor(executor(), self.walk, obj, models)
             out = {**out, "request_id": request_id}
             response = json_response(out)
         except (RequestError, PayloadError) as exc:
@@ -248,6 +300,9 @@ class LocalServer:
         seconds = time.perf_counter() - start
         REQUESTS.labels("/v1/recommend", str(status)).inc()
         REQUEST_SECONDS.labels("/v1/recommend").observe(seconds)
+        if version is not None:  # routed (a body that is not JSON reaches no model)
+            RECOMMEND.labels(version, str(status)).inc()
+            RECOMMEND_SECONDS.labels(version).observe(seconds)
         self._log_request(request_id, status, seconds, first, out)
         return response
 
@@ -290,9 +345,13 @@ class LocalServer:
         try:
             event = parse_feedback(decode_json(await request.body(), self.limits), self.limits)
             loop = asyncio.get_running_loop()
+            # a playlist's feedback with no known request: the version that serves the playlist
+            version = self.route(event.playlist_id)[1] if event.playlist_id else None
             # committed (fsync'd) before the response is sent
-            event_id = await loop.run_in_executor(executor(), self.store.record_feedback, event)
-            FEEDBACK.labels(str(event.liked).lower()).inc()
+            event_id, version = await loop.run_in_executor(
+                executor(), self.store.record_feedback, event, version
+            )
+            FEEDBACK.labels(version or "unknown", str(event.liked).lower()).inc()
             response = json_response({"stored": True, "id": event_id})
         except RequestError as exc:
             status = exc.status
@@ -306,3 +365,35 @@ class LocalServer:
         REQUESTS.labels("/v1/feedback", str(status)).inc()
         log_json(access_log, event="feedback", status=status)
         return response
+
+    # ------------------------------------------------------------------ canary
+    async def canary(self, request: Request) -> Response:
+        """``GET``: the split; ``POST {"percent": P}``: set it for every worker (0..100)."""
+        status = 200
+        try:
+            if self.split is None:
+                raise RequestError("no challenger: start the server with --challenger DIR", 409)
+            if request.method == "POST":
+                obj = decode_json(await request.body(), self.limits)
+                if not isinstance(obj, dict) or set(obj) != {"percent"}:
+                    raise RequestError(f'canary: expected {{"percent": P}}, got {obj!r:.100}')
+                try:
+                    self.split.set(obj["percent"])
+                except ValueError as exc:
+                    raise RequestError(f"canary: {exc}") from exc
+            response = json_response(self.canary_state())
+        except RequestError as exc:
+            status = exc.status
+            response = json_response({"error": str(exc)}, status_code=status)
+        REQUESTS.labels("/v1/canary", str(status)).inc()
+        fields = self.canary_state() if status == 200 else {}
+        log_json(log, event="canary", method=request.method, status=status, **fields)
+        return response
+
+    def canary_state(self) -> dict[str, Any]:
+        """``{"champion", "challenger", "percent"}`` (model versions, the challenger's share)."""
+        return {
+            "champion": self.core.model_version,
+            "challenger": self.challenger[0].model_version,
+            "percent": self.split.percent,
+        }

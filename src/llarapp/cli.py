@@ -10,7 +10,9 @@ Examples::
     llarapp benchmark quality --mpd ../shared/data/mpd-dev --out runs/quality.json
     llarapp benchmark export --model runs/model --mpd ../shared/data/mpd-dev --out runs/export.json
     llarapp catalog add --model runs/model --tracks new_releases.jsonl
+    llarapp feedback export --events runs/serving/events.db --out runs/feedback --model runs/model
     llarapp serve --model runs/model --port 8080
+    llarapp serve --model runs/champion --challenger runs/challenger --canary-percent 10
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp benchmark drift --mpd ../shared/data/mpd-dev --out runs/drift.json
     llarapp monitor profile --model runs/model --requests reference.jsonl --out runs/profile
@@ -32,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 log = logging.getLogger("llarapp")
+CANARY_PERCENT = 10.0  # the challenger's share by default, as kserve/manifests/ranker.yaml
 
 
 def _positive(value: str) -> int:
@@ -260,6 +263,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
     argv += ["--graph", args.graph] if args.graph else []
     argv += ["--workers", str(args.workers)]
+    if args.challenger:
+        from llarapp.serving.canary import check_percent
+
+        local = Path(args.challenger.removeprefix("file://"))
+        if not args.challenger.startswith(("s3://", "models:/")) and not local.is_dir():
+            raise FileNotFoundError(f"--challenger {args.challenger}: no such model folder")
+        percent = CANARY_PERCENT if args.canary_percent is None else args.canary_percent
+        percent = check_percent(percent, "--canary-percent")
+        argv += ["--challenger", args.challenger, "--canary-percent", str(percent)]
+        argv += ["--canary-state", args.canary_state] if args.canary_state else []
+    elif args.canary_state or args.canary_percent is not None:
+        raise ValueError("--canary-percent / --canary-state: expected --challenger DIR too")
     os.execve(argv[0], argv, server_env())
 
 
@@ -279,6 +294,38 @@ def cmd_catalog_add(args: argparse.Namespace) -> None:
         print(f"  skipped line {s['line']}: {s['track_uri']} ({s['reason']})")
     if report["added"]:
         print("restart `llarapp serve` on this folder (or deploy it again) to serve them")
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> None:
+    from llarapp.serving.feedback import export_feedback
+
+    _print_json(export_feedback(args.events, args.out, args.model))
+
+
+def cmd_rollout(args: argparse.Namespace) -> None:
+    import dataclasses
+    import time
+
+    from llarapp.pipeline.rollout import WAIT, RolloutRules, act, decide, live_stats
+
+    rules = RolloutRules(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(RolloutRules)}
+    )
+    deadline = time.monotonic() + args.watch
+    while True:
+        decision = decide(*live_stats(args.server, args.events), rules)
+        record = act(
+            decision,
+            audit_log=args.audit,
+            server=args.server,
+            target=args.target,
+            tracking_uri=args.tracking_uri,
+        )
+        print(f"{record['at']} {decision.action}: {decision.reason}", flush=True)
+        if decision.action != WAIT or time.monotonic() + args.interval > deadline:
+            break
+        time.sleep(args.interval)
+    print(json.dumps(record, indent=2, default=float))
 
 
 def cmd_serving_bench(args: argparse.Namespace) -> None:
@@ -647,6 +694,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker-backend", choices=("auto", "onnx", "torch"), default="auto")
     p.add_argument("--workers", type=_positive, default=1,
                    help="server processes sharing the port (each loads the model)")  # fmt: skip
+    p.add_argument(
+        "--challenger",
+        default=None,
+        help="canary: a second model (folder, s3://, models:/) beside --model",
+    )
+    p.add_argument(
+        "--canary-percent",
+        type=float,
+        default=None,
+        help=f"with --challenger: its share of traffic, sticky per playlist_id, 0..100 "
+        f"(default {CANARY_PERCENT:g}); change it at run time with POST /v1/canary",
+    )
+    p.add_argument(
+        "--canary-state", default=None, help="the split's state file (default EVENTS.canary.json)"
+    )
     p.set_defaults(fn=cmd_serve)
 
     cat = groups.add_parser("catalog", help="a trained model's catalogue: add new releases")
@@ -659,6 +721,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON lines: track_name, artist_name, optional album_name and track_uri",
     )
     p.set_defaults(fn=cmd_catalog_add)
+
+    fb = groups.add_parser("feedback", help="likes and dislikes as training data")
+    fb = fb.add_subparsers(dest="cmd", required=True, metavar="CMD")
+    p = fb.add_parser(
+        "export",
+        help="feedback since the last export -> fresh MPD playlists + negatives (exactly once)",
+    )
+    p.add_argument("--events", required=True, help="the server's event store (--events)")
+    p.add_argument("--out", required=True, help="folder that collects one folder per export")
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="MODEL_DIR whose track names name the tracks (repeat for several)",
+    )
+    p.set_defaults(fn=cmd_feedback_export)
+
+    p = groups.add_parser(
+        "rollout",
+        help="the canary controller: promote, roll back or wait, from live per-version figures",
+    )
+    p.add_argument("--server", required=True, help="a `llarapp serve --challenger` base URL")
+    p.add_argument("--events", required=True, help="that server's event store (--events)")
+    p.add_argument("--audit", default="runs/serving/rollout.jsonl", help="the decisions' log")
+    p.add_argument("--target", default=None, help="deploy target (current.json, challenger.json)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow registry whose aliases move (with --target)"
+    )
+    p.add_argument("--watch", type=float, default=0.0, help="keep deciding for this many s")
+    p.add_argument("--interval", type=float, default=30.0, help="s between decisions")
+    from llarapp.pipeline.rollout import RolloutRules  # the rules' defaults are the flags'
+
+    defaults = RolloutRules()
+    for name in ("min_requests", "min_feedback"):
+        p.add_argument(
+            f"--{name.replace('_', '-')}", type=_positive, default=getattr(defaults, name)
+        )
+    for name in ("alpha", "max_error_increase", "max_p99_ratio", "like_margin"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.set_defaults(fn=cmd_rollout)
 
     pipe = groups.add_parser("pipeline", help="Kubeflow pipelines: compile, run, submit")
     pipe = pipe.add_subparsers(dest="cmd", required=True, metavar="CMD")

@@ -103,19 +103,27 @@ def deploy(
     if target.startswith("s3://"):
         from llarapp.data import storage
 
-        prefix = target.rstrip("/")
-        data["storage_uri"] = f"{prefix}/models/v{data['version']}"
+        data["storage_uri"] = f"{target.rstrip('/')}/models/v{data['version']}"
         storage.upload_dir(model_dir, data["storage_uri"])
+    written = write_pointer(target, name, data)
+    log.info("deployed %s v%s as %s -> %s", data["model_name"], data["version"], name, written)
+    return {**data, "written_to": written}
+
+
+def write_pointer(target: str | Path, name: str, data: dict) -> str:
+    """Replace the pointer ``name`` under ``target`` (local folder or ``s3://``) atomically;
+    returns where it went."""
+    target = str(target)
+    if target.startswith("s3://"):
+        from llarapp.data import storage
+
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / name
             _write_atomic(local, data)
-            written = storage.upload_file(local, f"{prefix}/{name}")
-    else:
-        path = Path(target) / name
-        _write_atomic(path, data)
-        written = str(path.resolve())
-    log.info("deployed %s v%s as %s -> %s", data["model_name"], data["version"], name, written)
-    return {**data, "written_to": written}
+            return storage.upload_file(local, f"{target.rstrip('/')}/{name}")
+    path = Path(target) / name
+    _write_atomic(path, data)
+    return str(path.resolve())
 
 
 def read_pointer(target: str | Path, name: str = POINTER) -> dict | None:

@@ -30,7 +30,8 @@ CHALLENGER, CHAMPION, CANARY = "challenger", "champion", "canary"
 _BAD_NAME = re.compile(r"[^\w.\- /:]")
 
 
-def _client(tracking_uri: str | None):
+def registry_client(tracking_uri: str | None):
+    """``(MlflowClient, tracking URI)`` of ``tracking_uri`` (:func:`configure_mlflow`'s rules)."""
     from mlflow import MlflowClient
 
     from llarapp.training.llara import configure_mlflow
@@ -53,7 +54,7 @@ def aliases(tracking_uri: str | None, model_name: str = MODEL_NAME) -> dict[str,
     """``{alias: version}`` of a registered model (empty when it is not registered)."""
     from mlflow.exceptions import MlflowException
 
-    client, _ = _client(tracking_uri)
+    client, _ = registry_client(tracking_uri)
     try:
         return {k: str(v) for k, v in client.get_registered_model(model_name).aliases.items()}
     except MlflowException:
@@ -82,7 +83,7 @@ def score_champion(
     from llarapp.evaluation.evaluate import evaluate
     from llarapp.models.base import Recommender
 
-    client, _ = _client(tracking_uri)
+    client, _ = registry_client(tracking_uri)
     version = alias_version(client, model_name, CHAMPION)
     if version is None:
         return None
@@ -171,7 +172,7 @@ def register_model(
         raise ValueError(f"refusing to register a model that failed the gate: {gate.get('reason')}")
     if not (model_dir / "onnx" / "manifest.json").is_file():
         raise ValueError(f"{model_dir} has no onnx/manifest.json: run the export stage first")
-    client, uri = _client(tracking_uri)
+    client, uri = registry_client(tracking_uri)
     run_id = _training_run_id(client, model_dir)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else "llara++ pipeline") as run:
         run_id = run.info.run_id

@@ -154,11 +154,14 @@ def train_ranker(
     train_config: dict | None = None,
     tracking_uri: str | None = None,
     split_run_dir: Path | str | None = None,
+    base_model: str = "",
 ) -> dict:
     """Train LLaRA++ with :func:`llarapp.training.llara.train_llara`, text cache seeded first:
     settings chosen on the split, then refitted on every playlist (``out_dir``, served); the
     split run's model (fitted on the training fold, scored by :func:`evaluate_models`) goes
-    to ``split_run_dir``.
+    to ``split_run_dir``. With ``base_model`` (a folder, ``s3://`` or ``models:/NAME@ALIAS``,
+    resolved here against ``tracking_uri``) the retraining path: that model's ranker is
+    fine-tuned with LoRA (``train_config["lora_r"]``) instead of a new one trained.
 
     Files in: an ingest folder, a split folder, a :func:`text_features` folder (its cache shard
     is copied into ``$LLARAPP_CACHE``, so no text is embedded twice). Files out (``out_dir``):
@@ -167,14 +170,20 @@ def train_ranker(
 
     Returns:
         ``{"mlflow_run_id", "best_valid_ndcg", "train_cases", "valid_cases", "playlists":
-        {"split_run", "served"}, "seconds"}``.
+        {"split_run", "served"}, "base_model": {"uri", "version"} or None, "seconds"}``.
     """
-    from llarapp.training.llara import LlaraTrainConfig, train_llara
+    from llarapp.training.llara import LlaraTrainConfig, configure_mlflow, train_llara
 
     config = LlaraTrainConfig.from_dict(
         coerce_numbers(train_config or {}, LlaraTrainConfig().to_dict())
     )
     seed_text_cache(text_dir)
+    base = None
+    if base_model:
+        from llarapp.serving.model_uri import resolve_model_uri
+
+        configure_mlflow(tracking_uri or None)  # models:/ URIs resolve against this registry
+        base = resolve_model_uri(base_model)
     model = train_llara(
         data_dir,
         split_dir,
@@ -182,6 +191,7 @@ def train_ranker(
         config,
         tracking_uri=tracking_uri or None,
         split_run_dir=split_run_dir,
+        base_model=base.path if base is not None else None,
     )
     report = model.report
     last = report["history"][-1]
@@ -191,6 +201,7 @@ def train_ranker(
         "train_cases": report["train_cases"],
         "valid_cases": report["valid_cases"],
         "playlists": report["playlists"],
+        "base_model": {"uri": base.uri, "version": base.version} if base is not None else None,
         "seconds": report["seconds"],
     }
 

@@ -169,6 +169,18 @@ def replay(
     return LoadResult(latencies, errors[0], time.perf_counter() - start)
 
 
+def get(url: str, path: str, timeout: float = 60.0) -> tuple[int, str]:
+    """GET ``path``; returns (status, body as text)."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
 def post_json(url: str, path: str, body, timeout: float = 60.0) -> tuple[int, dict]:
     """POST ``body`` (bytes sent as is, else JSON-encoded); returns (status, decoded JSON)."""
     host, port = url.removeprefix("http://").split(":")

@@ -34,7 +34,7 @@ class ResolvedModel:
 
     path: Path  # holds model.json
     uri: str  # as given
-    version: str  # registry version, or a content hash of model.json
+    version: str  # registry version, or a content hash (content_version)
 
 
 def default_cache_dir() -> Path:
@@ -54,9 +54,18 @@ def find_model_folder(root: Path, uri: str) -> Path:
     )
 
 
+#: what an unregistered folder's version hashes: its config and its learned weights (a few
+#: MB), so two trainings with one config (a retrained challenger) get two versions
+VERSIONED_FILES = (MODEL_FILE, "ranker/model.safetensors", "track_projector.safetensors")
+
+
 def content_version(path: Path) -> str:
-    """A short content hash of ``model.json`` (a version for unregistered folders)."""
-    return "sha1-" + hashlib.sha1((path / MODEL_FILE).read_bytes()).hexdigest()[:12]
+    """A short content hash of :data:`VERSIONED_FILES` (a version for unregistered folders)."""
+    digest = hashlib.sha1()
+    for name in VERSIONED_FILES:
+        if (path / name).is_file():
+            digest.update(name.encode() + b"\0" + (path / name).read_bytes())
+    return "sha1-" + digest.hexdigest()[:12]
 
 
 def resolve_model_uri(uri: str, cache_dir: Path | str | None = None) -> ResolvedModel:

@@ -26,8 +26,8 @@ requests (a bounded map), else ``contexts``; an export fills what was still miss
 time (feedback faster than the context's batch) from ``contexts``, so feedback exports as
 training data even for unsampled requests.
 
-:func:`export_training_data` writes parquet: one row per feedback event, ``label`` 1 for a like
-and 0 for a dislike (a negative), with the playlist context (title, seed URIs).
+:func:`llarapp.serving.feedback.export_feedback` (``llarapp feedback export``) turns the
+feedback into training data, each event exactly once.
 """
 
 from __future__ import annotations
@@ -114,8 +114,12 @@ class EventStore:
         self._closed = False
 
     # ---------------------------------------------------------------- feedback
-    def record_feedback(self, event: FeedbackEvent) -> int:
-        """Insert and commit one event; returns its id once it is on disk."""
+    def record_feedback(
+        self, event: FeedbackEvent, model_version: str | None = None
+    ) -> tuple[int, str | None]:
+        """Insert and commit one event; returns its id once it is on disk, and the model
+        version it is labelled with: its request's, else ``model_version`` (the version that
+        serves its playlist, for feedback naming only a playlist)."""
         with self._lock:
             ctx = self._context.get(event.request_id or "")
             if ctx is None and event.request_id:  # served by another process, maybe
@@ -129,7 +133,7 @@ class EventStore:
             int(event.liked),
             ctx.get("title"),
             json.dumps(ctx.get("seed_uris", [])) if ctx else None,
-            ctx.get("model_version"),
+            ctx.get("model_version") or model_version,
         )
         with self._lock:
             cur = self._conn.execute(
@@ -138,7 +142,7 @@ class EventStore:
                 row,
             )
             self._conn.commit()
-            return int(cur.lastrowid)
+            return int(cur.lastrowid), row[-1]
 
     # ---------------------------------------------------------------- request log
     def remember(self, request_id: str, context: dict[str, Any]) -> None:
@@ -235,14 +239,18 @@ def _stored_context(conn: sqlite3.Connection, request_id: str) -> dict[str, Any]
     return {"playlist_id": row[0], "title": row[1], "seed_uris": seeds, "model_version": row[3]}
 
 
-def read_feedback(path: Path | str) -> list[dict[str, Any]]:
-    """Every feedback row, oldest first; context still missing is taken from ``contexts``."""
+def read_feedback(
+    path: Path | str, after: int = 0, upto: int | None = None
+) -> list[dict[str, Any]]:
+    """Feedback rows with ``after < id <= upto`` (every row by default), oldest first; context
+    still missing is taken from ``contexts``."""
     conn = sqlite3.connect(str(path))
     conn.row_factory = sqlite3.Row
     has_contexts = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'contexts'"
     ).fetchone()
-    query = "SELECT * FROM feedback ORDER BY id"
+    where = "WHERE f.id > ? AND f.id <= ?"
+    query = f"SELECT * FROM feedback f {where} ORDER BY id"
     if has_contexts:
         query = (
             "SELECT f.id, f.ts, f.request_id, f.track_uri, f.liked, "
@@ -250,46 +258,11 @@ def read_feedback(path: Path | str) -> list[dict[str, Any]]:
             "COALESCE(f.title, c.title) AS title, "
             "COALESCE(f.seed_uris, c.seed_uris) AS seed_uris, "
             "COALESCE(f.model_version, c.model_version) AS model_version "
-            "FROM feedback f LEFT JOIN contexts c ON c.request_id = f.request_id ORDER BY f.id"
+            f"FROM feedback f LEFT JOIN contexts c ON c.request_id = f.request_id {where} "
+            "ORDER BY f.id"
         )
     try:
-        return [dict(r) for r in conn.execute(query)]
+        bounds = (after, 2**62 if upto is None else upto)
+        return [dict(r) for r in conn.execute(query, bounds)]
     finally:
         conn.close()
-
-
-def export_training_data(db: Path | str, out: Path | str) -> dict[str, int]:
-    """Feedback -> parquet for retraining; dislikes are negatives (``label`` 0).
-
-    Files out: ``out`` (parquet) with columns ``ts`` float64, ``request_id`` str,
-    ``playlist_id`` str, ``title`` str, ``seed_uris`` list<str>, ``track_uri`` str, ``label``
-    int8 (1 like, 0 dislike), ``model_version`` str. A track liked and later disliked in the
-    same request keeps only its latest event.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = read_feedback(db)
-    latest: dict[tuple, dict] = {}
-    for r in rows:
-        latest[(r["request_id"], r["playlist_id"], r["track_uri"])] = r
-    rows = sorted(latest.values(), key=lambda r: r["id"])
-    table = pa.table(
-        {
-            "ts": pa.array([r["ts"] for r in rows], pa.float64()),
-            "request_id": pa.array([r["request_id"] for r in rows], pa.string()),
-            "playlist_id": pa.array([r["playlist_id"] for r in rows], pa.string()),
-            "title": pa.array([r["title"] for r in rows], pa.string()),
-            "seed_uris": pa.array(
-                [json.loads(r["seed_uris"]) if r["seed_uris"] else [] for r in rows],
-                pa.list_(pa.string()),
-            ),
-            "track_uri": pa.array([r["track_uri"] for r in rows], pa.string()),
-            "label": pa.array([r["liked"] for r in rows], pa.int8()),
-            "model_version": pa.array([r["model_version"] for r in rows], pa.string()),
-        }
-    )
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
-    positives = sum(r["liked"] for r in rows)
-    return {"rows": len(rows), "positives": positives, "negatives": len(rows) - positives}

@@ -1,0 +1,105 @@
+"""Canary traffic split: which of champion and challenger answers a request.
+
+A request goes to the challenger when its bucket is below ``percent`` x 100 of
+:data:`BUCKETS`: the bucket of a ``playlist_id`` is a SHA-1 of it (sticky: a playlist meets one
+model while the percent stays, and raising the percent only moves playlists *to* the
+challenger), a request without one draws its bucket at random.
+
+File (``state_file``, JSON ``{"percent": P}``, written to a temporary file and renamed): the
+split's current percent, shared by every server process of one ``llarapp serve --workers N``.
+Each process re-reads it when its inode or mtime changed (one ``stat`` per routed request), so
+a ``POST /v1/canary`` answered by any worker, or a controller rewriting the file, moves every
+worker's next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 10_000  # a percent has two decimals
+
+
+def check_percent(value: object, where: str = "percent") -> float:
+    """``value`` as a float in [0, 100]; :class:`ValueError` saying what was wrong otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}={value!r}: expected a number 0 <= p <= 100")
+    if not 0 <= value <= 100:
+        raise ValueError(f"{where}={value}: expected 0 <= p <= 100")
+    return float(value)
+
+
+def bucket(playlist_id: str | None, rng: random.Random) -> int:
+    """The request's bucket in ``[0, BUCKETS)``: a hash of ``playlist_id``, else random."""
+    if playlist_id is None:
+        return rng.randrange(BUCKETS)
+    digest = hashlib.sha1(playlist_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+class CanarySplit:
+    """The share of traffic the challenger gets, kept in ``state_file``.
+
+    Args:
+        state_file: the shared JSON state (parent folders are created).
+        percent: the starting percent, written to ``state_file``; None to keep the file's.
+    """
+
+    def __init__(self, state_file: Path | str, percent: float | None) -> None:
+        self.state_file = Path(state_file)
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._seen: tuple | str | None = "unread"  # the file's (inode, mtime, size) when read
+        self._percent = 0.0
+        if percent is not None:
+            self.set(percent)
+        elif not self.state_file.is_file():
+            raise FileNotFoundError(f"{self.state_file}: no canary state; give a percent")
+        self._reload()
+
+    @property
+    def percent(self) -> float:
+        """The current percent: the file's, re-read when it changed. A missing or bad file is
+        logged once and the last good percent kept (requests keep flowing)."""
+        try:
+            self._reload()
+        except (OSError, ValueError) as exc:
+            log.error("canary state unusable (%s); keeping %s%%", exc, self._percent)
+        return self._percent
+
+    def _reload(self) -> None:
+        try:
+            st = os.stat(self.state_file)
+            seen: tuple | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = None
+        if seen == self._seen:
+            return
+        with self._lock:
+            self._seen = seen  # a missing or bad file is reported once, not on every request
+            if seen is None:
+                raise FileNotFoundError(f'{self.state_file}: missing; expected {{"percent": P}}')
+            state = json.loads(self.state_file.read_text())
+            if not isinstance(state, dict):
+                raise ValueError(f'{self.state_file}: expected a JSON object {{"percent": P}}')
+            self._percent = check_percent(state.get("percent"), f"{self.state_file}: percent")
+
+    def set(self, percent: object) -> float:
+        """Check ``percent`` and write it for every process; returns it as a float."""
+        value = check_percent(percent)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"percent": value}))
+        os.replace(tmp, self.state_file)
+        return value
+
+    def to_challenger(self, playlist_id: str | None) -> bool:
+        """Whether this request goes to the challenger."""
+        return bucket(playlist_id, self._rng) < round(self.percent * BUCKETS / 100)
