@@ -224,6 +224,7 @@ def test_train_ranker_writes_model_dir_and_metrics(chain) -> None:
     # served: every playlist; the split run (what evaluate scores): the training fold only
     assert metrics["playlists_served"] == 60 > metrics["playlists_split_run"]
     assert (Path(chain["split_model"].path) / "model.json").is_file()
+    assert (model / "reference" / "window.parquet").is_file()  # what `llarapp monitor` reads
 
 
 @pytest.mark.integration

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llarapp.benchmark.api import request_body
 from llarapp.benchmark.drift import (
     KINDS,
     fewer_seeds,
@@ -38,6 +37,7 @@ from llarapp.monitoring import (
     window_from_log,
     write_report,
 )
+from llarapp.serving.request import request_body
 from llarapp.serving.store import EventStore
 from llarapp.text import TextEncoder, default_cache_dir
 
@@ -244,3 +244,38 @@ def test_monitor_profile_and_check_commands(tmp_path, traffic, capsys):
     assert "unknown_share" in decision["drifted_columns"]
     assert (out / "drift_report.html").is_file()
     assert '"drift": true' in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_training_writes_the_reference_that_monitor_check_defaults_to(prepared, tmp_path, capsys):
+    """The held-out cases of the training split become MODEL/reference; `llarapp monitor check`
+    reads it when no --profile is given."""
+    from llarapp.cli import main
+    from llarapp.data.dataset import load_cases, load_train
+    from llarapp.monitoring import REFERENCE_DIR, write_reference
+    from llarapp.text import TextEncoder, default_cache_dir
+
+    data, split = prepared
+    model_dir = tmp_path / "model"  # the catalogue arrays monitoring reads from a MODEL_DIR
+    model_dir.mkdir()
+    train = load_train(data, split)
+    popularity = np.asarray(train.matrix.sum(axis=0)).ravel()
+    np.savez(model_dir / "arrays.npz", track_uris=train.track_uris.astype(str),
+             popularity=popularity)  # fmt: skip
+    held = [*load_cases(data, split, "valid"), *load_cases(data, split, "test")]
+    reference = write_reference(model_dir, data, split, TextEncoder(default_cache_dir()).encode)
+    assert len(reference) == len(held) == len(Window.load(model_dir / REFERENCE_DIR))
+    store = EventStore(tmp_path / "events.db", sample_rate=1.0)
+    for i, ec in enumerate(held[:WINDOW]):  # the same traffic, served and logged
+        seeds = [t.track_uri for t in ec.case.seeds]
+        known = sum(u in set(train.track_uris) for u in seeds)
+        store.maybe_log_request({"request_id": str(i), "title": ec.case.title,
+                                 "n_seeds": len(seeds), "n_known": known,
+                                 "n_unknown": len(seeds) - known, "seed_uris": seeds})  # fmt: skip
+    store.close()
+    out = tmp_path / "check"
+    argv = ["monitor", "check", "--model", str(model_dir), "--log", str(tmp_path / "events.db"),
+            "--last", str(WINDOW), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    decision = json.loads((out / "drift.json").read_text())
+    assert decision["reference_rows"] == len(held) and decision["current_rows"] == WINDOW

@@ -13,6 +13,7 @@ import pytest
 
 from llarapp.data.dataset import Case, Track
 from llarapp.serving.client import post_json, start_server, stop_server, wait_ready
+from llarapp.serving.request import request_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 K = 50
@@ -33,15 +34,6 @@ def _cases(data_dir) -> list[Case]:
     return cases
 
 
-def _body(case: Case) -> dict:
-    tracks = [
-        {"track_name": t.track_name, "artist_name": t.artist_name}
-        | ({"track_uri": t.track_uri} if t.track_uri else {})
-        for t in case.seeds
-    ]
-    return {"tracks": tracks, "k": K} | ({"name": case.title} if case.title else {})
-
-
 def test_recommend_and_the_http_server_answer_alike(tiny, tmp_path):
     data_dir, _, model_dir, _ = tiny
     from llarapp.models.base import Recommender
@@ -57,7 +49,7 @@ def test_recommend_and_the_http_server_answer_alike(tiny, tmp_path):
     try:
         wait_ready(url, proc)
         for i, case in enumerate(cases):
-            status, out = post_json(url, "/v1/recommend", _body(case))
+            status, out = post_json(url, "/v1/recommend", request_body(case, K))
             assert status == 200, out
             served = [t["track_uri"] for t in out["recommended_tracks"]]
             assert served == model.recommend(case, K), (i, case)

@@ -200,13 +200,21 @@ def cmd_monitor_profile(args: argparse.Namespace) -> None:
 
 
 def cmd_monitor_check(args: argparse.Namespace) -> None:
-    from llarapp.monitoring import DEFAULT_WINDOW, Catalogue, Window, window_from_log, write_report
+    from llarapp.monitoring import (
+        DEFAULT_WINDOW,
+        REFERENCE_DIR,
+        Catalogue,
+        Window,
+        window_from_log,
+        write_report,
+    )
     from llarapp.text import TextEncoder, default_cache_dir
 
     encode = TextEncoder(default_cache_dir()).encode
     catalogue = Catalogue.from_model(args.model)
     current = window_from_log(args.log, catalogue, encode, last=args.last or DEFAULT_WINDOW)
-    result = write_report(Window.load(args.profile), current, args.out)
+    profile = args.profile or Path(args.model) / REFERENCE_DIR
+    result = write_report(Window.load(profile), current, args.out)
     _print_json(result.to_dict())
     print(f"\nreport: {Path(args.out) / 'drift_report.html'}")
 
@@ -215,6 +223,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import tempfile
 
     from llarapp.data.ingest import ingest
+    from llarapp.monitoring import write_reference
     from llarapp.training.llara import LlaraTrainConfig, train_from_data
 
     config = LlaraTrainConfig(
@@ -233,6 +242,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             base_model=args.base_model,
             split_run_dir=args.split_run,
         )
+        reference = write_reference(args.out, data, work / "split", model.encoder.encode)
     report = model.report
     print(json.dumps({k: report[k] for k in ("train_cases", "valid_cases", "seconds")}, indent=2))
     playlists = report["playlists"]
@@ -244,6 +254,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"model: {args.out}  (MLflow run {report['history'][-1]['mlflow_run_id']})")
     if args.split_run:
         print(f"split run: {args.split_run}  (score it on the split's test fold)")
+    print(f"reference traffic profile: {len(reference)} held-out requests (for `llarapp monitor`)")
 
 
 def cmd_lastfm(args: argparse.Namespace) -> None:
@@ -678,7 +689,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_monitor_profile)
     p = mon.add_parser("check", help="the latest logged requests against the profile")
     p.add_argument("--model", required=True, help="the served MODEL_DIR (its catalogue)")
-    p.add_argument("--profile", required=True, help="a `llarapp monitor profile` folder")
+    p.add_argument(
+        "--profile",
+        default=None,
+        help="a `llarapp monitor profile` folder (default: MODEL/reference, written by "
+        "`llarapp train` and the pipeline's train stage)",
+    )
     p.add_argument("--log", required=True, help="the serving event store (runs/serving/events.db)")
     p.add_argument("--last", type=_positive, default=None, help="window size (default: 500)")
     p.add_argument("--out", required=True, help="folder for the HTML/JSON report and drift.json")

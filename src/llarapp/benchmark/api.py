@@ -39,21 +39,12 @@ from llarapp.data.split import subset_ingest
 from llarapp.evaluation.evaluate import evaluate
 from llarapp.evaluation.report import format_tables
 from llarapp.serving.client import free_port, post_json, stop_server, wait_ready
+from llarapp.serving.request import request_body
 from llarapp.text import TextEncoder, default_cache_dir
 from llarapp.training.roster import BASELINES, TRAINING_FOLDS, Roster, fit_and_evaluate
 
 log = logging.getLogger(__name__)
 MODEL = "llara++"
-
-
-def request_body(case: Case, k: int) -> dict:
-    """The ``/v1/recommend`` body of a case, in the documented shape."""
-    tracks = [
-        {"track_name": t.track_name, "artist_name": t.artist_name}
-        | ({"track_uri": t.track_uri} if t.track_uri else {})
-        for t in case.seeds
-    ]
-    return {"tracks": tracks, "k": k} | ({"name": case.title} if case.title else {})
 
 
 class ServedModel:

@@ -48,7 +48,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from llarapp.benchmark.api import request_body
 from llarapp.benchmark.timing import timed
 from llarapp.config import SplitConfig
 from llarapp.data.dataset import EvalCase, load_cases, load_train
@@ -57,6 +56,7 @@ from llarapp.data.schema import INTERACTIONS_FILE, TRACKS_FILE
 from llarapp.data.split import FOLDS_FILE, split
 from llarapp.monitoring import DEFAULT_WINDOW, Catalogue, DriftConfig, Reference, check_drift
 from llarapp.monitoring.window import window_from_bodies
+from llarapp.serving.request import request_body
 from llarapp.text import TextEncoder, default_cache_dir
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,18 @@ from llarapp.monitoring.drift import (
     embedding_drift,
 )
 from llarapp.monitoring.report import write_report
-from llarapp.monitoring.window import Catalogue, Window, window_from_bodies, window_from_log
+from llarapp.monitoring.window import (
+    REFERENCE_DIR,
+    Catalogue,
+    Window,
+    window_from_bodies,
+    window_from_log,
+    write_reference,
+)
 
 __all__ = [
     "DEFAULT_WINDOW",
+    "REFERENCE_DIR",
     "Catalogue",
     "ColumnDrift",
     "DriftConfig",
@@ -33,5 +41,6 @@ __all__ = [
     "embedding_drift",
     "window_from_bodies",
     "window_from_log",
+    "write_reference",
     "write_report",
 ]

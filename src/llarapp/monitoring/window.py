@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llarapp.data.dataset import load_cases
 from llarapp.models.base import ARRAYS_FILE
-from llarapp.serving.request import RecommendRequest, RequestError, parse_recommend
+from llarapp.serving.request import RecommendRequest, RequestError, parse_recommend, request_body
 from llarapp.text import DIM
 
 WINDOW_FILE = "window.parquet"
@@ -149,6 +150,32 @@ def window_from_bodies(bodies: Sequence[Any], catalogue: Catalogue, encode) -> W
         rows.append(_row(req.name, len(req.tracks), len(req.tracks) - len(known), known))
         titles.append(req.name or "")
     return _window(rows, titles, encode)
+
+
+REFERENCE_DIR = "reference"
+"""The reference profile training writes inside MODEL_DIR (:func:`write_reference`)."""
+
+
+def write_reference(
+    model_dir: Path | str, data_dir: Path | str, split_dir: Path | str, encode, k: int = 500
+) -> Window:
+    """The reference profile of a model just trained: the validation and test cases of its
+    training split as ``/v1/recommend`` bodies (held-out playlists, the traffic the model was
+    chosen on), saved to ``MODEL_DIR/reference/`` (:meth:`Window.save`).
+
+    Raises:
+        ValueError: The split has no validation or test case.
+    """
+    cases = [
+        *load_cases(data_dir, split_dir, "valid"),
+        *load_cases(data_dir, split_dir, "test"),
+    ]
+    if not cases:
+        raise ValueError(f"{split_dir}: no validation or test case to profile")
+    bodies = [request_body(ec.case, k) for ec in cases]
+    window = window_from_bodies(bodies, Catalogue.from_model(model_dir), encode)
+    window.save(Path(model_dir) / REFERENCE_DIR)
+    return window
 
 
 def read_bodies(path: Path | str) -> list[Any]:

@@ -166,10 +166,12 @@ def train_ranker(
     Files in: an ingest folder, a split folder, a :func:`text_features` folder (its cache shard
     is copied into ``$LLARAPP_CACHE``, so no text is embedded twice). Files out (``out_dir``):
     MODEL_DIR (``model.json``, ``arrays.npz``, ``als/``, ``*_projector.safetensors``,
-    ``ranker/`` (Hugging Face), ``train_report.json``) and an MLflow run.
+    ``ranker/`` (Hugging Face), ``train_report.json``, ``reference/``: the held-out cases as
+    the reference traffic profile of ``llarapp monitor``) and an MLflow run.
 
     Returns:
-        ``{"mlflow_run_id", "best_valid_ndcg", "train_cases", "valid_cases", "playlists":
+        ``{"reference_requests", "mlflow_run_id", "best_valid_ndcg", "train_cases",
+        "valid_cases", "playlists":
         {"split_run", "served"}, "base_model": {"uri", "version"} or None, "seconds"}``.
     """
     from llarapp.training.llara import LlaraTrainConfig, configure_mlflow, train_llara
@@ -193,9 +195,13 @@ def train_ranker(
         split_run_dir=split_run_dir,
         base_model=base.path if base is not None else None,
     )
+    from llarapp.monitoring import write_reference
+
+    reference = write_reference(out_dir, data_dir, split_dir, model.encoder.encode)
     report = model.report
     last = report["history"][-1]
     return {
+        "reference_requests": len(reference),
         "mlflow_run_id": last.get("mlflow_run_id", ""),
         "best_valid_ndcg": float(last.get("best_valid_ndcg", float("nan"))),
         "train_cases": report["train_cases"],

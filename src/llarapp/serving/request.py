@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from llarapp.data.dataset import Track
+from llarapp.data.dataset import Case, Track
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,17 @@ def parse_recommend(obj: Any, limits: Limits = Limits()) -> RecommendRequest:
             "request: nothing to recommend from; give a non-empty 'name' and/or 'tracks'"
         )
     return RecommendRequest(name, tuple(tracks), k, playlist_id)
+
+
+def request_body(case: Case, k: int) -> dict:
+    """The ``/v1/recommend`` body of a case, in the documented shape (``name`` when it has a
+    title; ``tracks`` with names and URIs; ``k``)."""
+    tracks = [
+        {"track_name": t.track_name, "artist_name": t.artist_name}
+        | ({"track_uri": t.track_uri} if t.track_uri else {})
+        for t in case.seeds
+    ]
+    return {"tracks": tracks, "k": k} | ({"name": case.title} if case.title else {})
 
 
 def parse_feedback(obj: Any, limits: Limits = Limits()) -> FeedbackEvent:
