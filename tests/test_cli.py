@@ -77,3 +77,19 @@ def test_quality_benchmark_end_to_end(synth_dir, tmp_path, capsys):
     title_only = {name: r["categories"]["title_only"]["ndcg"] for name, r in m.items()}
     assert title_only["title_knn"] > title_only["most_popular"]
     assert m["most_popular"]["cold"]["recall@500"] == 0.0  # cannot know unseen tracks
+
+
+def test_serve_without_model_serves_what_was_deployed_or_says_how(tmp_path, monkeypatch, capsys):
+    """After `make demo`, `llarapp serve` serves the deployed model; with nothing to serve it
+    says what to do instead of a traceback."""
+    from llarapp.cli import default_serving_model
+    from llarapp.pipeline.deploy import POINTER, write_pointer
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve"]) == 2
+    assert "no model to serve" in capsys.readouterr().err
+    (tmp_path / "runs" / "model").mkdir(parents=True)
+    assert default_serving_model() == "runs/model"
+    exported = tmp_path / "runs" / "demo" / "exported"
+    write_pointer(tmp_path / "runs" / "serving", POINTER, {"storage_uri": str(exported)})
+    assert default_serving_model() == str(exported)  # the deploy pointer comes first

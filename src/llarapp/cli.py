@@ -266,11 +266,34 @@ def cmd_lastfm(args: argparse.Namespace) -> None:
     print(f"\nJSON: {args.out}")
 
 
+def default_serving_model(target: Path = Path("runs/serving")) -> str:
+    """What ``llarapp serve`` serves without ``--model``: the model the last deploy pointed
+    ``target/current.json`` at (``make demo`` and the pipeline write it), else ``runs/model``
+    (``llarapp train --out runs/model``).
+
+    Raises:
+        FileNotFoundError: neither exists; the message says how to make one.
+    """
+    from llarapp.pipeline.deploy import read_pointer
+
+    pointer = read_pointer(target)
+    if pointer is not None:
+        return str(pointer["storage_uri"])
+    if Path("runs/model").is_dir():
+        return "runs/model"
+    raise FileNotFoundError(
+        f"no model to serve: no {target / 'current.json'} (written by `make demo` and the "
+        "pipeline's deploy) and no runs/model (`llarapp train --mpd DIR --out runs/model`); "
+        "give --model DIR, s3://... or models:/NAME@ALIAS"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run the local KServe server in place of this process (signals reach it directly)."""
     from llarapp.serving.client import server_command, server_env
 
-    argv = server_command(args.model, args.port, args.host, "--events", args.events)
+    model = args.model or default_serving_model()
+    argv = server_command(model, args.port, args.host, "--events", args.events)
     argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
     argv += ["--graph", args.graph] if args.graph else []
     argv += ["--workers", str(args.workers)]
@@ -701,7 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_monitor_check)
 
     p = groups.add_parser("serve", help="encoder, retriever, ranker + /v1/recommend (KServe)")
-    p.add_argument("--model", default="runs/model", help="folder, s3:// or models:/NAME@ALIAS")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="folder, s3:// or models:/NAME@ALIAS (default: the model runs/serving/current.json "
+        "points at, as `make demo` deploys it, else runs/model)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--events", default="runs/serving/events.db", help="feedback + request log")
