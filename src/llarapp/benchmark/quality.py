@@ -33,7 +33,7 @@ from llarapp.config import SplitConfig, TuneConfig
 from llarapp.data.ingest import IngestReport, ingest
 from llarapp.data.split import split
 from llarapp.text import TextEncoder, default_cache_dir
-from llarapp.training.roster import MODELS, Roster, distractor_only_tracks, fit_and_evaluate
+from llarapp.training.roster import MODELS, Roster, fit_and_evaluate
 
 log = logging.getLogger(__name__)
 DISTRACTOR_FRAC = 0.2
@@ -64,14 +64,13 @@ def catalogue_counts(roster: Roster) -> dict:
     warm = set(roster.final.track_uris.tolist())
     hidden = {u for ec in roster.cases for u in ec.hidden}
     cold = {u for u in hidden if u not in warm}
-    aside = distractor_only_tracks(roster.data_dir, roster.split_dir)
     return {
         "training_playlists": len(roster.final.pids),
         "training_interactions": int(roster.final.matrix.nnz),
         "warm_tracks": len(warm),
         "catalogue_tracks": len(roster.artist_of),
         "hidden_cold_tracks": len(cold),
-        "distractor_tracks": len(aside),
+        "distractor_tracks": len(roster.aside),
         "hidden_cold_share": round(
             float(np.mean([c for ec in roster.cases for c in ec.hidden_cold])), 4
         ),

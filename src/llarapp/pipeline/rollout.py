@@ -116,6 +116,9 @@ class VersionStats:
     def like_rate(self) -> float:
         return self.likes / self.feedback if self.feedback else float("nan")
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "error_rate": self.error_rate, "like_rate": self.like_rate}
+
 
 @dataclass(frozen=True)
 class RolloutDecision:
@@ -132,13 +135,11 @@ class RolloutDecision:
         return {
             "action": self.action,
             "reason": self.reason,
-            "champion": {**asdict(self.champion), "error_rate": self.champion.error_rate,
-                         "like_rate": self.champion.like_rate},
-            "challenger": {**asdict(self.challenger), "error_rate": self.challenger.error_rate,
-                           "like_rate": self.challenger.like_rate},
+            "champion": self.champion.to_dict(),
+            "challenger": self.challenger.to_dict(),
             "rules": asdict(self.rules),
             "tests": self.tests,
-        }  # fmt: skip
+        }
 
 
 def worse_test(

@@ -91,6 +91,7 @@ class Roster:
     encoder: TextEncoder  # shared: every title is embedded once per run
     models_dir: Path | None = None  # LLaRA++ variants are saved here, one folder each
     final: TrainSet | None = None  # refit: the training playlists (train + valid folds)
+    aside: set[str] = field(default_factory=set)  # tracks only distractor playlists hold
     tuning: dict[str, list[dict]] = field(default_factory=dict)  # trials (or history) per model
     prepared: Prepared | None = None  # shared by the LLaRA++ variants, once one was fitted
 
@@ -129,6 +130,7 @@ class Roster:
             encoder=encoder,
             models_dir=Path(models_dir) if models_dir is not None else None,
             final=final,
+            aside=distractor_only_tracks(data_dir, split_dir),
         )
 
     def refitted(self, model: Recommender, build: Callable[[Any], Recommender]) -> Recommender:
@@ -285,7 +287,6 @@ def fit_and_evaluate(
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected some of {list(MODELS)}")
     seconds = {} if seconds is None else seconds
-    aside = distractor_only_tracks(roster.data_dir, roster.split_dir)
     results = {}
     for name in names:
         start = time.perf_counter()
@@ -296,9 +297,9 @@ def fit_and_evaluate(
             model, roster.cases, artist_of=roster.artist_of, k=k, progress=progress
         )
         seconds[f"evaluate:{name}"] = round(time.perf_counter() - start, 2)
-        if aside and isinstance(model, LlaraPP):
+        if roster.aside and isinstance(model, LlaraPP):
             leaky = evaluate(
-                _WithoutTracks(model, aside), roster.cases, artist_of=roster.artist_of, k=k,
+                _WithoutTracks(model, roster.aside), roster.cases, artist_of=roster.artist_of, k=k,
                 progress=progress,
             )  # fmt: skip
             results[name]["leaky_catalogue"] = {g: leaky[g] for g in ("overall", "warm", "cold")}
