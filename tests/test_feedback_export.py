@@ -91,6 +91,35 @@ def test_fresh_playlists_and_negatives_that_ingest_reads(setup, tmp_path):
     assert (report.playlists_ok, report.interactions_ok, report.quarantine_records) == (2, 4, 0)
 
 
+def test_ingest_with_feedback_adds_fresh_playlists_and_negatives(setup, tmp_path):
+    store, db, model, out = setup
+    store.remember("r1", {"title": "summer", "seed_uris": [uri(1)], "model_version": "v1"})
+    vote(store, 10, True, "r1")
+    vote(store, 11, False, "r1")
+    feedback.export_feedback(db, out, [model])
+    vote(store, 20, False, playlist_id="p2")  # a second batch: dislikes only
+    feedback.export_feedback(db, out, [model])
+    mpd = tmp_path / "mpd"
+    mpd.mkdir()
+    tracks = [{"track_uri": uri(i), "track_name": f"song {i}", "artist_name": "band"}
+              for i in (1, 2, 3)]  # fmt: skip
+    slice_doc = {"info": {}, "playlists": [{"name": "base", "pid": 0, "tracks": tracks}]}
+    (mpd / "mpd.slice.0-0.json").write_text(json.dumps(slice_doc))
+    report = ingest(str(mpd), tmp_path / "data", max_playlists=1, feedback=out)
+    assert (report.feedback_batches, report.negatives, report.playlists_ok) == (2, 2, 2)
+    pids = pq.read_table(tmp_path / "data" / "playlists.parquet")["pid"].to_pylist()
+    assert sorted(pids) == [0, feedback.FEEDBACK_PID_BASE + 1]  # max_playlists spares feedback
+    negatives = pq.read_table(tmp_path / "data" / "negatives.parquet").to_pylist()
+    assert [(n["track_uri"], n["title"]) for n in negatives] == [
+        (uri(11), "summer"),
+        (uri(20), None),
+    ]
+    report = ingest(str(mpd), tmp_path / "data")  # again without: no stale negatives stay
+    assert report.negatives == 0 and not (tmp_path / "data" / "negatives.parquet").exists()
+    with pytest.raises(FileNotFoundError, match="feedback export --out"):
+        ingest(str(mpd), tmp_path / "data2", feedback=tmp_path / "nowhere")
+
+
 def test_exactly_once_across_exports(setup, capsys):
     store, db, model, out = setup
     first = [vote(store, i, i % 3 > 0, playlist_id=f"p{i % 4}") for i in range(10)]

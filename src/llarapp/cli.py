@@ -61,10 +61,16 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"wrote {len(files)} slice file(s) with {args.playlists} playlists to {args.out}")
 
 
+FEEDBACK_HELP = (
+    "exported feedback (`llarapp feedback export --out`): likes join the data as playlists, "
+    "dislikes become the ranker's hard negatives"
+)
+
+
 def cmd_ingest(args: argparse.Namespace) -> None:
     from llarapp.data.ingest import ingest
 
-    report = ingest(args.mpd, args.out, max_playlists=args.max_playlists)
+    report = ingest(args.mpd, args.out, max_playlists=args.max_playlists, feedback=args.feedback)
     _print_json(report.to_dict())
 
 
@@ -233,7 +239,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         work = Path(args.work or tmp)
         data = Path(args.data) if args.data else work / "data"
         if args.mpd:
-            ingest(args.mpd, data, max_playlists=args.max_playlists)
+            ingest(args.mpd, data, max_playlists=args.max_playlists, feedback=args.feedback)
+        elif args.feedback:
+            raise SystemExit("--feedback goes with --mpd (an ingest folder already has its own)")
         model = train_from_data(
             data,
             args.out,
@@ -551,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mpd", required=True, help="folder, glob, file or s3://bucket/prefix")
     p.add_argument("--out", required=True, help="folder for the parquet tables and reports")
     p.add_argument("--max-playlists", type=_positive, default=None)
+    p.add_argument("--feedback", help=FEEDBACK_HELP)
     p.set_defaults(fn=cmd_ingest)
 
     p = data.add_parser("split", help="train/valid/test folds and challenge cases")
@@ -677,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--mpd", help="MPD slices: folder, glob or s3:// URI")
     source.add_argument("--data", help="an ingest folder (`llarapp data ingest`) instead")
     p.add_argument("--out", required=True, help="MODEL_DIR: everything export and serving need")
+    p.add_argument("--feedback", help=FEEDBACK_HELP + " (with --mpd)")
     p.add_argument("--work", default=None, help="keep the ingest and split tables here")
     p.add_argument(
         "--split-run",

@@ -25,6 +25,8 @@ Files out (in ``out_dir``; schemas in :mod:`llarapp.data.schema`):
   ``level`` (``file`` | ``playlist`` | ``track``), ``reason`` (text saying what, where and what
   was expected), ``kind`` (short stable key, also counted in the report) and ``record`` (the
   offending JSON text, cut to about 500 characters).
+- ``negatives.parquet`` (with ``feedback``): the exported batches' disliked tracks, one table
+  (:data:`~llarapp.data.schema.NEGATIVES`), which training reads as the ranker's hard negatives.
 - ``ingest_report.json``: the :class:`IngestReport`. It is written last: its presence marks a
   complete ingest. Tables are written under temporary names and renamed at the end.
 
@@ -136,6 +138,8 @@ class IngestReport:
         limits: The limits used.
         seconds: Wall time.
         peak_rss_mb: Peak resident memory of the process, in MiB.
+        feedback_batches: Exported feedback batches read (``ingest(..., feedback=...)``).
+        negatives: Rows of ``negatives.parquet`` (disliked tracks from those batches).
     """
 
     source: str = ""
@@ -157,6 +161,8 @@ class IngestReport:
     limits: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
+    feedback_batches: int = 0
+    negatives: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-serialisable dict."""
@@ -795,6 +801,38 @@ class _Ingestor:
         return max_playlists is None or self.report.playlists_ok < max_playlists
 
 
+def feedback_batches(feedback: Path | str) -> list[Path]:
+    """The batch folders of exported feedback, oldest first.
+
+    Args:
+        feedback: A folder ``llarapp feedback export --out`` wrote (its ``feedback-A-B/``
+            batches) or one batch folder (it holds ``batch.json``). Local paths only.
+
+    Raises:
+        NoSourceFilesError: If ``feedback`` is no such folder or holds no batch.
+    """
+    folder = Path(feedback)
+    if (folder / "batch.json").is_file():
+        return [folder]
+    batches = sorted(b for b in folder.glob("feedback-*") if (b / "batch.json").is_file())
+    if not folder.is_dir() or not batches:
+        raise NoSourceFilesError(
+            f"feedback {str(feedback)!r}: expected a folder `llarapp feedback export --out` "
+            "wrote (feedback-*/batch.json inside) or one batch folder"
+        )
+    return batches
+
+
+def _write_negatives(batches: list[Path], out: Path) -> int:
+    """Concatenate the batches' negatives into ``out/negatives.parquet``; returns its rows."""
+    tables = [pq.read_table(b / schema.NEGATIVES_FILE, schema=schema.NEGATIVES) for b in batches]
+    table = pa.concat_tables(tables)
+    tmp = out / f"{schema.NEGATIVES_FILE}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, out / schema.NEGATIVES_FILE)
+    return table.num_rows
+
+
 def _read_source(name: str, client: Any) -> bytes:
     if name.startswith("s3://"):
         from llarapp.data import storage
@@ -809,6 +847,7 @@ def ingest(
     *,
     limits: IngestLimits | None = None,
     max_playlists: int | None = None,
+    feedback: Path | str | None = None,
 ) -> IngestReport:
     """Validate MPD slices and write the playlist, track and interaction tables.
 
@@ -816,7 +855,10 @@ def ingest(
         source: A folder, glob, file or ``s3://bucket/prefix`` (see :func:`iter_sources`).
         out_dir: Output folder (created if needed); see the module docstring for its files.
         limits: Size limits; defaults to :class:`IngestLimits`.
-        max_playlists: Stop after this many valid playlists (for quick runs).
+        max_playlists: Stop after this many valid playlists (for quick runs; the feedback's
+            playlists come on top and are always kept).
+        feedback: Exported feedback (:func:`feedback_batches`): its fresh playlists are
+            ingested with the data and its negatives written to ``negatives.parquet``.
 
     Returns:
         The report, also written to ``out_dir/ingest_report.json``.
@@ -830,11 +872,18 @@ def ingest(
     limits = limits or IngestLimits()
     if max_playlists is not None and max_playlists < 1:
         raise ValueError(f"max_playlists must be >= 1, got {max_playlists}")
-    files = iter_sources(source)
+    batches = feedback_batches(feedback) if feedback is not None else []
+    fresh = [
+        str(b / s)
+        for b in batches
+        for s in _sort_slices(p.name for p in b.glob("mpd.slice.*.json"))
+    ]
+    files = fresh + iter_sources(source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / schema.INGEST_REPORT_FILE
     report_path.unlink(missing_ok=True)  # the report marks a complete ingest
+    (out / schema.NEGATIVES_FILE).unlink(missing_ok=True)  # only this run's feedback
     client = None
     if str(source).startswith("s3://"):
         from llarapp.data import storage
@@ -848,8 +897,11 @@ def ingest(
     try:
         state.open()
         progress = tqdm(files, desc="ingest", unit="file", mininterval=1.0)
-        for name in progress:
-            if not state.process_file(name, _read_source(name, client), max_playlists):
+        for i, name in enumerate(progress):
+            if i == len(fresh) and max_playlists is not None:
+                max_playlists += report.playlists_ok  # the data's cap; feedback comes on top
+            limit = None if i < len(fresh) else max_playlists
+            if not state.process_file(name, _read_source(name, client), limit):
                 report.stopped_early = True
                 logger.info("stopping after %d playlists (max_playlists)", report.playlists_ok)
                 break
@@ -859,6 +911,9 @@ def ingest(
     finally:
         state.close(ok)
 
+    report.feedback_batches = len(batches)
+    if batches:
+        report.negatives = _write_negatives(batches, out)
     report.distinct_tracks = len(state.seen_tracks)
     report.reasons = dict(state.reasons)
     report.seconds = round(time.perf_counter() - started, 3)

@@ -7,6 +7,10 @@ Ingest writes three parquet files into its output folder; every later stage read
   spelling of a track's text that ingest met wins.
 - ``interactions.parquet``: one row per (playlist, position) (:data:`INTERACTIONS`); ``pos``
   is 0-based and contiguous after invalid and duplicate tracks were dropped.
+
+With exported feedback (``ingest(..., feedback=...)``) it also writes ``negatives.parquet``
+(:data:`NEGATIVES`): one row per disliked (playlist context, track), the ranker's hard
+negatives (``llarapp feedback export`` writes the same table per batch).
 """
 
 import pyarrow as pa
@@ -38,6 +42,20 @@ TRACKS = pa.schema(
     ]
 )
 
+NEGATIVES = pa.schema(
+    [
+        ("feedback_id", pa.int64()),
+        ("ts", pa.float64()),
+        ("pid", pa.int64()),  # the context's fresh playlist (its likes); null when none
+        ("playlist_id", pa.string()),
+        ("request_id", pa.string()),
+        ("title", pa.string()),
+        ("seed_uris", pa.list_(pa.string())),
+        ("track_uri", pa.string()),  # the disliked track
+        ("model_version", pa.string()),
+    ]
+)
+
 INTERACTIONS = pa.schema(
     [
         ("pid", pa.int64()),
@@ -51,3 +69,4 @@ TRACKS_FILE = "tracks.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 QUARANTINE_FILE = "quarantine.jsonl"
 INGEST_REPORT_FILE = "ingest_report.json"
+NEGATIVES_FILE = "negatives.parquet"

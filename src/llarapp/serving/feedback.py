@@ -50,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llarapp.data.names import TRACK_NAMES_FILE
+from llarapp.data.schema import NEGATIVES, NEGATIVES_FILE
 from llarapp.serving.store import connect, read_feedback
 
 log = logging.getLogger(__name__)
@@ -61,19 +62,6 @@ CREATE TABLE IF NOT EXISTS feedback_exports (
     last_id INTEGER PRIMARY KEY, first_id INTEGER NOT NULL, ts REAL NOT NULL, out TEXT NOT NULL,
     state TEXT NOT NULL);
 """
-NEGATIVES = pa.schema(
-    [
-        ("feedback_id", pa.int64()),
-        ("ts", pa.float64()),
-        ("pid", pa.int64()),
-        ("playlist_id", pa.string()),
-        ("request_id", pa.string()),
-        ("title", pa.string()),
-        ("seed_uris", pa.list_(pa.string())),
-        ("track_uri", pa.string()),
-        ("model_version", pa.string()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -181,7 +169,7 @@ def write(db: Path | str, batch: Batch, names: dict[str, tuple[str, str]]) -> di
     }
     for name, text in files.items():
         (batch.tmp / name).write_text(text)
-    pq.write_table(pa.Table.from_pylist(negatives, NEGATIVES), batch.tmp / "negatives.parquet")
+    pq.write_table(pa.Table.from_pylist(negatives, NEGATIVES), batch.tmp / NEGATIVES_FILE)
     for path in batch.tmp.iterdir():
         _fsync(path)
     batch.tmp.rename(batch.folder)
