@@ -49,12 +49,15 @@ def test_sticky_per_playlist_and_growing_keeps_the_challengers(tmp_path):
 
 def test_a_change_reaches_every_process_sharing_the_state_file(tmp_path):
     state = tmp_path / "canary.json"
-    a, b = CanarySplit(state, 10), CanarySplit(state, None)  # two workers of one server
-    assert b.percent == 10
+    a, b = CanarySplit(state, 10, "models/v2"), CanarySplit(state, None)  # two workers
+    assert (b.percent, b.challenger) == (10, "models/v2")
     a.set(100)
     assert b.percent == 100 and all(b.to_challenger(f"p{i}") for i in range(100))
     b.set(0)
-    assert a.percent == 0 and json.loads(state.read_text()) == {"percent": 0.0}
+    assert a.percent == 0
+    assert json.loads(state.read_text()) == {"percent": 0.0, "challenger": "models/v2"}
+    b.start(5, "models/v3")
+    assert (a.percent, a.challenger) == (5, "models/v3")
 
 
 def test_bad_percents_and_states_are_clear_errors(tmp_path):
@@ -225,3 +228,38 @@ def test_a_post_to_one_worker_moves_every_worker(canary, tmp_path):
     after = [e for e in lines if e.get("event") == "recommend"][len(ids) :]
     assert len(workers) == 2 and {e["pid"] for e in after} == workers
     assert {e["model_version"] for e in after} == {challenger}
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_challenger_posted_at_run_time_is_loaded_by_every_worker(canary, tmp_path):
+    """A server started with one model takes a challenger by POST (what the continuous
+    pipeline's canary step sends); the other worker loads it from the state file."""
+    work, champion, challenger = canary[1], canary[2], canary[3]
+    proc, url = start_server(
+        str(work / "champion"), None, "--events", str(tmp_path / "events.db"), "--workers", "2",
+        log_file=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        wait_ready(url, proc)
+        assert post_json(url, "/v1/canary", {"percent": 100})[0] == 409  # nothing to split with
+        for body, status in [
+            ({"percent": 10, "challenger": str(tmp_path / "nowhere")}, 422),
+            ({"percent": 10, "challenger": str(work / "champion")}, 422),  # the champion again
+            ({"percent": 10, "challenger": 7}, 422),
+            ({"percent": 101, "challenger": str(work / "challenger")}, 422),
+        ]:
+            got, out = post_json(url, "/v1/canary", body)
+            assert got == status and out["error"], (body, out)
+        assert json.loads(get(url, "/v1/canary")[1])["challenger"] is None
+        ids = [f"runtime-{i}" for i in range(20)]
+        assert set(served_by(url, ids)) == {champion}
+        body = {"percent": 100, "challenger": str(work / "challenger")}
+        status, state = post_json(url, "/v1/canary", body)
+        assert status == 200 and state == {"champion": champion, "challenger": challenger,
+                                           "percent": 100.0}  # fmt: skip
+        deadline = time.monotonic() + 120  # the other worker loads it in the background
+        while set(served_by(url, ids)) != {challenger}:
+            assert time.monotonic() < deadline, "a worker never loaded the challenger"
+    finally:
+        stop_server(proc)

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -44,7 +45,7 @@ from kserve.model_server import app
 from kserve.protocol.rest.server import RESTServer
 from starlette.responses import Response
 
-from llarapp.serving.canary import CanarySplit
+from llarapp.serving.canary import CanarySplit, check_percent
 from llarapp.serving.engine import ServingEngine
 from llarapp.serving.graph import read_sequence
 from llarapp.serving.request import Limits, RequestError, decode_json, parse_feedback
@@ -185,18 +186,50 @@ class LocalServer:
         if unknown:
             raise ValueError(f"graph steps {unknown}: expected names in {sorted(STEP_MODELS)}")
         self.core, self.models = self._load(model_uri, ranker_backend, "")
+        self.ranker_backend = ranker_backend
         self.challenger: tuple[ServingEngine, list[StepModel]] | None = None
-        self.split: CanarySplit | None = None
+        self._challenger_uri: str | None = None  # loaded, or being loaded
+        self._lock = threading.Lock()  # the challenger fields and the state file change together
         if challenger is not None:
-            self.challenger = self._load(challenger, ranker_backend, "-challenger")
-            version = self.challenger[0].model_version
-            if version == self.core.model_version:
-                raise ValueError(
-                    f"challenger {challenger}: model_version {version} is the champion's "
-                    f"({model_uri}); expected a different model"
-                )
-            self.split = CanarySplit(canary_state or f"{events}.canary.json", canary_percent)
+            self.challenger, self._challenger_uri = self._load_challenger(challenger), challenger
+        self.split = CanarySplit(
+            canary_state or f"{events}.canary.json",
+            canary_percent if challenger is not None else 0.0,
+            challenger,
+        )
         self.store = EventStore(events, sample_rate)
+
+    def _load_challenger(self, uri: str) -> tuple[ServingEngine, list[StepModel]]:
+        """``uri`` loaded as the challenger (a different model than the champion, or
+        ValueError)."""
+        loaded = self._load(uri, self.ranker_backend, "-challenger")
+        version = loaded[0].model_version
+        if version == self.core.model_version:
+            raise ValueError(
+                f"challenger {uri}: model_version {version} is the champion's; expected a "
+                "different model"
+            )
+        return loaded
+
+    def _follow(self, uri: str | None) -> None:
+        """Another worker (or a controller) named a new challenger in the state file: load it
+        in the background; requests go to the champion until it is ready."""
+        self._challenger_uri = uri
+        if uri is None:
+            self.challenger = None
+            return
+
+        def load() -> None:
+            try:
+                loaded = self._load(uri, self.ranker_backend, "-challenger")
+            except Exception:
+                log.exception("challenger %s could not be loaded; the champion answers", uri)
+                return
+            if self._challenger_uri == uri:
+                self.challenger = loaded
+
+        self.challenger = None
+        threading.Thread(target=load, name="load-challenger", daemon=True).start()
 
     def _load(
         self, uri: str, ranker_backend: str, suffix: str
@@ -240,7 +273,7 @@ class LocalServer:
             port=port,
             model=self.core.model_version,
             challenger=self.challenger[0].model_version if self.challenger else None,
-            canary_percent=self.split.percent if self.split else None,
+            canary_percent=self.split.percent if self.challenger else None,
             steps=[s.service for s in self.steps],
             catalog_size=self.core.catalog_size,
             ranker=self.core.ranker_backend,
@@ -251,14 +284,17 @@ class LocalServer:
     # ------------------------------------------------------------------ the graph
     def route(self, playlist_id: Any) -> tuple[list[StepModel], str]:
         """(the step models, their model version) that answer a request for ``playlist_id``."""
-        if self.split is None:  # one model: nothing to decide
+        if self.split.challenger != self._challenger_uri:
+            with self._lock:
+                if self.split.challenger != self._challenger_uri:
+                    self._follow(self.split.challenger)
+        challenger = self.challenger
+        if challenger is None:  # one model: nothing to decide
             return self.models, self.core.model_version
         if isinstance(playlist_id, int) and not isinstance(playlist_id, bool):
             playlist_id = str(playlist_id)  # as parse_recommend reads it
         key = playlist_id if isinstance(playlist_id, str) else None
-        core, models = (
-            self.challenger if self.split.to_challenger(key) else (self.core, self.models)
-        )
+        core, models = challenger if self.split.to_challenger(key) else (self.core, self.models)
         return models, core.model_version
 
     def walk(self, request_json: Any, models: list[StepModel] | None = None) -> tuple[dict, dict]:
@@ -368,19 +404,36 @@ class LocalServer:
 
     # ------------------------------------------------------------------ canary
     async def canary(self, request: Request) -> Response:
-        """``GET``: the split; ``POST {"percent": P}``: set it for every worker (0..100)."""
+        """``GET``: the split; ``POST {"percent": P}``: set it for every worker (0..100);
+        ``POST {"percent": P, "challenger": MODEL}``: load MODEL (a folder, ``s3://`` or
+        ``models:/`` URI) as the new challenger, then split (every worker follows)."""
         status = 200
         try:
-            if self.split is None:
-                raise RequestError("no challenger: start the server with --challenger DIR", 409)
+            obj = None
             if request.method == "POST":
                 obj = decode_json(await request.body(), self.limits)
-                if not isinstance(obj, dict) or set(obj) != {"percent"}:
-                    raise RequestError(f'canary: expected {{"percent": P}}, got {obj!r:.100}')
+                if not isinstance(obj, dict) or not {"percent"} <= set(obj) <= {
+                    "percent",
+                    "challenger",
+                }:
+                    raise RequestError(
+                        'canary: expected {"percent": P} or {"percent": P, "challenger": '
+                        f"MODEL}}, got {obj!r:.100}"
+                    )
                 try:
-                    self.split.set(obj["percent"])
+                    check_percent(obj["percent"])
                 except ValueError as exc:
                     raise RequestError(f"canary: {exc}") from exc
+            if "challenger" in (obj or {}):
+                await self._start_canary(obj["percent"], obj["challenger"])
+            elif obj is not None and self.challenger is None:
+                raise RequestError(
+                    'no challenger: start the server with --challenger DIR, or POST {"percent": '
+                    'P, "challenger": MODEL}',
+                    409,
+                )
+            elif obj is not None:
+                self.split.set(obj["percent"])  # GET: the state (challenger null when none)
             response = json_response(self.canary_state())
         except RequestError as exc:
             status = exc.status
@@ -394,6 +447,18 @@ class LocalServer:
         """``{"champion", "challenger", "percent"}`` (model versions, the challenger's share)."""
         return {
             "champion": self.core.model_version,
-            "challenger": self.challenger[0].model_version,
+            "challenger": self.challenger[0].model_version if self.challenger else None,
             "percent": self.split.percent,
         }
+
+    async def _start_canary(self, percent: float, uri: object) -> None:
+        if not isinstance(uri, str) or not uri:
+            raise RequestError(f"canary: challenger={uri!r:.100}, expected a model URI")
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await loop.run_in_executor(executor(), self._load_challenger, uri)
+        except (OSError, ValueError) as exc:  # not found, not a model, the champion again
+            raise RequestError(f"canary: challenger {uri}: {exc}", 422) from exc
+        with self._lock:
+            self.challenger, self._challenger_uri = loaded, uri
+            self.split.start(percent, uri)

@@ -5,11 +5,12 @@ A request goes to the challenger when its bucket is below ``percent`` x 100 of
 model while the percent stays, and raising the percent only moves playlists *to* the
 challenger), a request without one draws its bucket at random.
 
-File (``state_file``, JSON ``{"percent": P}``, written to a temporary file and renamed): the
-split's current percent, shared by every server process of one ``llarapp serve --workers N``.
-Each process re-reads it when its inode or mtime changed (one ``stat`` per routed request), so
-a ``POST /v1/canary`` answered by any worker, or a controller rewriting the file, moves every
-worker's next request.
+File (``state_file``, JSON ``{"percent": P, "challenger": URI | null}``, written to a
+temporary file and renamed): the split's current percent and the challenger model it splits
+with, shared by every server process of one ``llarapp serve --workers N``. Each process re-reads
+it when its inode or mtime changed (one ``stat`` per routed request), so a ``POST /v1/canary``
+answered by any worker, or a controller rewriting the file, moves every worker's next request
+(and a new challenger URI makes every worker load that model).
 """
 
 from __future__ import annotations
@@ -49,17 +50,22 @@ class CanarySplit:
 
     Args:
         state_file: the shared JSON state (parent folders are created).
-        percent: the starting percent, written to ``state_file``; None to keep the file's.
+        percent: the starting percent, written to ``state_file`` with ``challenger``; None to
+            keep the file's.
+        challenger: the challenger model's URI (None: no challenger).
     """
 
-    def __init__(self, state_file: Path | str, percent: float | None) -> None:
+    def __init__(
+        self, state_file: Path | str, percent: float | None, challenger: str | None = None
+    ) -> None:
         self.state_file = Path(state_file)
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._seen: tuple | str | None = "unread"  # the file's (inode, mtime, size) when read
         self._percent = 0.0
+        self._challenger: str | None = None
         if percent is not None:
-            self.set(percent)
+            self.start(percent, challenger)
         elif not self.state_file.is_file():
             raise FileNotFoundError(f"{self.state_file}: no canary state; give a percent")
         self._reload()
@@ -73,6 +79,12 @@ class CanarySplit:
         except (OSError, ValueError) as exc:
             log.error("canary state unusable (%s); keeping %s%%", exc, self._percent)
         return self._percent
+
+    @property
+    def challenger(self) -> str | None:
+        """The challenger model's URI (the file's, re-read when it changed), or None."""
+        self.percent  # noqa: B018 (re-reads the file)
+        return self._challenger
 
     def _reload(self) -> None:
         try:
@@ -89,14 +101,23 @@ class CanarySplit:
             state = json.loads(self.state_file.read_text())
             if not isinstance(state, dict):
                 raise ValueError(f'{self.state_file}: expected a JSON object {{"percent": P}}')
-            self._percent = check_percent(state.get("percent"), f"{self.state_file}: percent")
+            percent = check_percent(state.get("percent"), f"{self.state_file}: percent")
+            challenger = state.get("challenger")
+            if challenger is not None and not isinstance(challenger, str):
+                raise ValueError(f"{self.state_file}: challenger={challenger!r}, expected a URI")
+            self._percent, self._challenger = percent, challenger
 
     def set(self, percent: object) -> float:
-        """Check ``percent`` and write it for every process; returns it as a float."""
+        """Check ``percent`` and write it for every process (the challenger stays); returns it
+        as a float."""
+        return self.start(percent, self.challenger)
+
+    def start(self, percent: object, challenger: str | None) -> float:
+        """Write ``percent`` and the ``challenger`` model URI for every process."""
         value = check_percent(percent)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"percent": value}))
+        tmp.write_text(json.dumps({"percent": value, "challenger": challenger}))
         os.replace(tmp, self.state_file)
         return value
 
