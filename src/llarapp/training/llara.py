@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -47,7 +48,7 @@ from llarapp.data.dataset import (
     track_texts,
 )
 from llarapp.data.names import TrackNames
-from llarapp.data.schema import INTERACTIONS_FILE, TRACKS_FILE
+from llarapp.data.schema import INTERACTIONS_FILE, NEGATIVES_FILE, TRACKS_FILE
 from llarapp.data.split import CATEGORIES, FOLDS, make_case, split
 from llarapp.evaluation.metrics import ndcg
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
@@ -96,6 +97,7 @@ class LlaraTrainConfig:
     epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-4  # the transformer and candidate tower
+    finetune_lr: float = 3e-3  # the same when fine-tuning a base_model (adapters learn fast)
     feature_lr: float = 1e-2  # the feature head: the retrieval features' learned combination
     weight_decay: float = 0.05
     patience: int = 3  # epochs without validation NDCG gain before stopping
@@ -103,6 +105,7 @@ class LlaraTrainConfig:
     # behavior vectors at all, in tokens or retrieval (Stage.without_behavior)
     max_valid_cases: int = 400
     lora_r: int = 8  # fine-tuning a previous model (base_model): LoRA rank, 0 = every weight
+    feedback_repeat: int = 4  # each feedback case (negatives.parquet) this often per epoch
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -110,7 +113,10 @@ class LlaraTrainConfig:
             raise ValueError(f"curriculum={self.curriculum!r}: expected one of {CURRICULA}")
         if not 0 < self.rank_share < 1:
             raise ValueError(f"rank_share={self.rank_share}: expected 0 < x < 1")
-        for name in ("n_candidates", "max_seeds", "epochs", "batch_size", "cases_per_playlist"):
+        for name in (
+            "n_candidates", "max_seeds", "epochs", "batch_size", "cases_per_playlist",
+            "feedback_repeat",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"LlaraTrainConfig.{name}={getattr(self, name)}: expected >= 1")
         if self.lora_r < 0:
@@ -143,6 +149,9 @@ class RankCase:
     queries: np.ndarray  # (2, f) seed / title query (zeros when absent)
     scales: np.ndarray  # (2,) feature scale of the seed / title scores (random negatives)
     query: Query  # what was retrieved for (the text-only ablation retrieves it again)
+    negatives: np.ndarray = field(  # catalogue indices a listener disliked here (feedback)
+        default_factory=lambda: np.zeros(0, np.int64)
+    )
 
 
 def p_hybrid(curriculum: str, step: int, ramp_steps: float) -> float:
@@ -211,6 +220,7 @@ class RankerBatcher:
         labels = np.zeros_like(inputs["cand_mask"])
         for i, (rc, (cands, _)) in enumerate(zip(cases, picks, strict=True)):
             labels[i, : len(cands)] = np.isin(cands, rc.hidden)
+            labels[i, : len(cands)] -= np.isin(cands, rc.negatives)  # explicit negatives: -1
         return {k: torch.from_numpy(v) for k, v in (inputs | {"labels": labels}).items()}
 
     def _pick(self, rc: RankCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +234,8 @@ class RankerBatcher:
         rest = negs[c.hard_negatives :]
         deep = rng.choice(rest, min(len(rest), c.hard_negatives), replace=False)
         chosen = np.concatenate([pos, hard, deep])
+        disliked = np.flatnonzero(np.isin(rc.candidates, rc.negatives))  # always in the batch
+        chosen = np.concatenate([chosen, disliked[~np.isin(disliked, chosen)]])
         cands, feats = rc.candidates[chosen], rc.features[chosen]
         n_items = len(self.stage.behavior)
         rand = rng.integers(0, n_items, c.random_negatives)
@@ -389,6 +401,7 @@ class Prepared:
     valid_cases: list[RankCase]
     feature_weights: np.ndarray  # the feature head's start (tune_feature_weights on train_cases)
     seconds: dict[str, float]
+    feedback_cases: int = 0  # of train_cases, from listeners' feedback (before repeats)
 
     def without_behavior(self, max_seeds: int) -> Prepared:
         """The same cases retrieved again by both stages without behavior vectors
@@ -404,8 +417,14 @@ class Prepared:
         train_cases = again(stage_a, self.train_cases)
         weights, _ = tune_feature_weights(train_cases)
         seconds = {**self.seconds, "without_behavior": time.perf_counter() - t}
-        return Prepared(
-            stage_a, stage, train_cases, again(stage, self.valid_cases), weights, seconds
+        return dataclasses.replace(
+            self,
+            stage_a=stage_a,
+            stage=stage,
+            train_cases=train_cases,
+            valid_cases=again(stage, self.valid_cases),
+            feature_weights=weights,
+            seconds=seconds,
         )
 
 
@@ -436,7 +455,65 @@ def prepare_llara(
     inter = pq.read_table(data_dir / INTERACTIONS_FILE).to_pandas()
     inter = inter[inter["pid"].isin(train.pids)].sort_values(["pid", "pos"])
     ordered = inter.groupby("pid")["track_uri"].apply(list)  # training playlists only
-    return _prepare(train, catalog, title_vecs, ordered, valid, config, encoder, seconds)
+    prepared = _prepare(train, catalog, title_vecs, ordered, valid, config, encoder, seconds)
+    feedback = feedback_cases(prepared.stage_a, data_dir, set(train.pids.tolist()), config, encoder)
+    prepared.train_cases += feedback * config.feedback_repeat
+    prepared.feedback_cases = len(feedback)
+    return prepared
+
+
+def feedback_cases(
+    stage: Stage,
+    data_dir: Path | str,
+    train_pids: set[int],
+    config: LlaraTrainConfig,
+    encoder: TextEncoder,
+) -> list[RankCase]:
+    """Ranker cases from listeners' feedback: the ingest folder's ``negatives.parquet``
+    (``ingest(..., feedback=...)``), one case per playlist context with a dislike.
+
+    The context's title and seeds are retrieved by ``stage``; the tracks it liked (its fresh
+    playlist after the seeds) are the positives, the tracks it disliked explicit negatives
+    (:func:`~llarapp.models.llara.modeling_llara.hard_negative_loss`). A context whose fresh
+    playlist is outside the training fold is left out: its likes are held-out cases.
+    """
+    path = Path(data_dir) / NEGATIVES_FILE
+    if not path.is_file():
+        return []
+    negatives = pq.read_table(path).to_pandas()
+    inter = pq.read_table(Path(data_dir) / INTERACTIONS_FILE).to_pandas()
+    fresh = inter[inter["pid"].isin(negatives["pid"].dropna())].sort_values(["pid", "pos"])
+    fresh_tracks = fresh.groupby("pid")["track_uri"].apply(list)
+    context = (
+        negatives["pid"]
+        .astype("Int64")
+        .astype(str)
+        .where(negatives["pid"].notna(), negatives["playlist_id"].fillna(negatives["request_id"]))
+    )
+    cases = []
+    for _, rows in negatives.groupby(context, sort=False):
+        first = rows.iloc[0]
+        pid = None if pd.isna(first["pid"]) else int(first["pid"])
+        if pid is not None and pid not in train_pids:
+            continue
+        seeds = [str(u) for u in first["seed_uris"]]
+        title = str_or_none(first["title"])
+        if title is None and not seeds:
+            continue  # nothing to retrieve for
+        liked = [u for u in fresh_tracks.get(pid, []) if u not in set(seeds)]
+        case = Case(title, tuple(Track("", "", u) for u in seeds))
+        q = encode(stage, case, encoder.encode)
+        index = stage.catalog.index
+        rc = make_rank_case(
+            stage, q, np.array([index[u] for u in liked if u in index], np.int64), config.max_seeds
+        )
+        rc.negatives = np.array(
+            [index[u] for u in rows["track_uri"].unique() if u in index], np.int64
+        )
+        if len(rc.negatives):
+            cases.append(rc)
+    log.info("%d feedback cases from %d disliked tracks", len(cases), len(negatives))
+    return cases
 
 
 def prepare_trainset(
@@ -711,6 +788,7 @@ def _fit_prepared(
     report = {
         "config": config.to_dict(),
         "train_cases": len(prepared.train_cases),
+        "feedback_cases": prepared.feedback_cases,
         "valid_cases": len(valid),
         "retriever_recall_valid": recall,
         "stage": prepared.stage.report,
@@ -768,10 +846,16 @@ def _lora(model: LlaraForCandidateScoring, r: int):
         lora_alpha=2 * r,
         lora_dropout=0.0,
         target_modules=targets,
-        # small heads the new basis and the new features must reach
-        modules_to_save=["feature_head", "behavior_proj"],
+        # trained whole: the heads the new ALS basis and features must reach, and the track
+        # tower, which is where a listener's dislike of a track lands (adapters on the decoder
+        # alone did not move a disliked track at all; measured in tests/test_feedback_training)
+        modules_to_save=["feature_head", "item_embeddings", "cand_head"],
     )
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    # the gate between the decoder's interaction score and the feature blend: what a dislike of
+    # one track in one context can move (the feature head alone ranks every context alike)
+    peft_model.base_model.model.interaction.requires_grad_(True)
+    return peft_model
 
 
 def train_ranker(
@@ -848,16 +932,20 @@ def _fit_ranker(
 
     model.to(device)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    head = [p for n, p in trainable if "feature_head" in n]
-    rest = [p for n, p in trainable if "feature_head" not in n]
-    groups = [{"params": rest, "lr": config.lr}, {"params": head, "lr": config.feature_lr}]
+    # the feature head learns fast; so does the interaction gate when fine-tuning (a LoRA run
+    # is short, and the gate is what lets the decoder act on feedback at all)
+    fast = ("feature_head",) if mode == "new" else ("feature_head", "interaction")
+    head = [p for n, p in trainable if any(f in n for f in fast)]
+    rest = [p for n, p in trainable if not any(f in n for f in fast)]
+    lr = config.lr if mode == "new" else config.finetune_lr
+    groups = [{"params": rest, "lr": lr}, {"params": head, "lr": config.feature_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
     steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
     total = config.epochs * steps_per_epoch
     ramp = int(0.8 * total)  # the curriculum reaches all-hybrid tokens at 80 % of training
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[config.lr, config.feature_lr], total_steps=total
+        opt, max_lr=[lr, config.feature_lr], total_steps=total
     )
     serve_hybrid = config.curriculum != "text-only"
     history, stale, step = [], 0, 0
@@ -865,11 +953,15 @@ def _fit_ranker(
     with mlflow.start_run(run_name=f"llara++ {config.curriculum} {mode}") as run:
         mlflow.set_tag("llarapp.mode", mode)
         mlflow.log_params(_flat(config.to_dict()))
-        # the starting point competes too: training that never beats it is not kept
-        best = valid_ndcg(model, valid_batcher, valid_cases, serve_hybrid, device)
+        # the starting point competes too: training that never beats it is not kept. With
+        # listeners' feedback, learning it is what the run is for and validation NDCG cannot see
+        # it: every epoch runs and the last is kept (the gate against the champion guards it)
+        start = valid_ndcg(model, valid_batcher, valid_cases, serve_hybrid, device)
+        feedback = any(len(rc.negatives) for rc in train_cases)
+        best = -np.inf if feedback else start
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        history.append({"epoch": -1, "valid_ndcg": best})
-        mlflow.log_metric("valid_ndcg", best, step=0)
+        history.append({"epoch": -1, "valid_ndcg": start})
+        mlflow.log_metric("valid_ndcg", start, step=0)
         for epoch in range(config.epochs):
             model.train()
             losses = []
@@ -901,7 +993,7 @@ def _fit_ranker(
             history.append(row)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d: loss %.4f valid ndcg %.4f", epoch, row["train_loss"], score)
-            if score > best:
+            if score > best or feedback:
                 best, stale = score, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:

@@ -645,15 +645,17 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
             cand_use_behavior: ``(B, N)`` 1 for hybrid tokens, 0 for text-only tokens.
             cand_features: ``(B, N, n_features)`` scalar features (e.g. retriever scores).
             cand_mask: ``(B, N)`` 1 for real candidates, 0 for padding.
-            labels: Optional ``(B, N)`` float, > 0 for positives. Rows without an unmasked
-                positive are left out of the loss.
+            labels: Optional ``(B, N)`` float, > 0 for positives, < 0 for explicit negatives
+                (a listener's dislike; :func:`hard_negative_loss`). Rows with neither are left
+                out of the loss.
             return_dict: Return a :class:`LlaraRankerOutput` (default: ``config.return_dict``)
                 or a tuple ``(loss, scores)`` / ``(scores,)``.
 
         Returns:
             ``scores`` ``(B, N)`` (``-1e4`` where ``cand_mask`` is 0) and, with ``labels``, the
             scalar ``loss``: the mean over rows with >= 1 positive of
-            ``-(1 / n_pos) * sum_pos log_softmax(scores)[pos]``.
+            ``-(1 / n_pos) * sum_pos log_softmax(scores)[pos]``, plus
+            :func:`hard_negative_loss` where a row has explicit negatives.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         query = self.query_vectors(
@@ -665,6 +667,8 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
         loss = None
         if labels is not None:
             loss = listwise_softmax_loss(scores, labels, cand_mask)
+            if bool((labels < 0).any()):
+                loss = loss + hard_negative_loss(scores, labels, cand_mask)
 
         output = LlaraRankerOutput(loss=loss, scores=scores)
         return output if return_dict else output.to_tuple()
@@ -739,6 +743,27 @@ def listwise_softmax_loss(
     return (row_loss * has_pos).sum() / has_pos.sum().clamp(min=1.0)
 
 
+def hard_negative_loss(
+    scores: torch.Tensor, labels: torch.Tensor, cand_mask: torch.Tensor
+) -> torch.Tensor:
+    """Explicit negatives (``labels < 0``: tracks a listener disliked in this context) score
+    below every other candidate of their row.
+
+    Returns:
+        Scalar: the mean over rows with >= 1 unmasked negative of the mean over (negative,
+        other candidate) pairs of ``softplus(score[negative] - score[other])``.
+    """
+    s = scores.to(torch.float32)
+    negative = (labels < 0) & (cand_mask > 0)  # (B, N)
+    other = (labels >= 0) & (cand_mask > 0)
+    pairs = (negative[:, :, None] & other[:, None, :]).to(s.dtype)  # (B, N_neg, N_other)
+    # the others are the yardstick, not what moves: a dislike must not lift the rest of the row
+    pair_loss = torch.nn.functional.softplus(s[:, :, None] - s[:, None, :].detach()) * pairs
+    row_loss = pair_loss.sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp(min=1.0)
+    has_neg = negative.any(dim=-1).to(s.dtype)
+    return (row_loss * has_neg).sum() / has_neg.sum().clamp(min=1.0)
+
+
 __all__ = [
     "INPUT_NAMES",
     "MASKED_SCORE",
@@ -746,6 +771,7 @@ __all__ = [
     "LlaraModel",
     "LlaraPreTrainedModel",
     "LlaraRankerOutput",
+    "hard_negative_loss",
     "listwise_softmax_loss",
     "load_minilm_backbone",
     "minilm_backbone_config",
