@@ -1,6 +1,8 @@
-"""The stage graph both pipelines share: ingest -> ... -> evaluate -> gate -> If(passed) ->
-export -> register -> deploy, with retries, resource requests and caching set per stage."""
+"""The stage graph the pipelines share: ingest -> ... -> evaluate -> gate -> If(passed) ->
+export -> register -> deploy, with retries, resource requests and caching set per stage; the
+continuous pipeline runs it inside its own condition, as its retraining sub-graph."""
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from kfp import dsl
@@ -29,6 +31,10 @@ RESOURCES = {
     "export-onnx": ("2", "6G"),
     "register-model": ("500m", "1G"),
     "deploy": ("500m", "1G"),
+    "check-drift": ("2", "4G"),
+    "export-feedback": ("500m", "1G"),
+    "decide-retrain": ("500m", "1G"),
+    "start-canary": ("500m", "1G"),
 }
 
 
@@ -43,7 +49,9 @@ class PipelineOutputs(NamedTuple):
 IO_RETRY = {"num_retries": 2, "backoff_duration": "15s", "backoff_factor": 2.0}
 
 
-def _setup(task: dsl.PipelineTask, name: str, *, io: bool = False, cache: bool = True):
+def setup(task: dsl.PipelineTask, name: str, *, io: bool = False, cache: bool = True):
+    """Name the task, request its :data:`RESOURCES`, set its caching, and retry it when ``io``
+    (:data:`IO_RETRY`: it talks to storage, the registry or a server)."""
     cpu, memory = RESOURCES[name]
     task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory)
     task.set_caching_options(cache)
@@ -72,21 +80,39 @@ def training_graph(
     tracking_uri: str,
     model_name: str,
     serving_target: str,
+    feedback_uri: str = "",
+    live_data: bool = False,
+    promote: bool = True,
+    after_deploy: Callable[[dsl.PipelineTask], object] | None = None,
 ) -> dict[str, dsl.PipelineTask]:
     """Add the stages to the pipeline being defined (call inside a ``@dsl.pipeline``).
+
+    Args:
+        feedback_uri: Exported feedback the ingest stage adds to the data (empty: none).
+        live_data: ``data_uri`` and the feedback are folders that grow between runs (the
+            continuous pipeline): ingest is not cached.
+        promote: Register the passing model as ``champion`` too when no canary is live;
+            False: ``challenger`` only (deploy then writes ``challenger.json``).
+        after_deploy: Adds more stages after deploy, in the gate-passed branch; called with the
+            deploy task.
 
     Returns:
         The tasks whose outputs the pipeline returns: ``train``, ``evaluate``, ``gate``.
     """
-    data = _setup(ingest(data_uri=data_uri, max_playlists=max_playlists), "ingest", io=True)
-    splits = _setup(
+    data = setup(
+        ingest(data_uri=data_uri, max_playlists=max_playlists, feedback_uri=feedback_uri),
+        "ingest",
+        io=True,
+        cache=not live_data,
+    )
+    splits = setup(
         split(
             data=data.outputs["data"], seed=split_seed, valid_frac=valid_frac, test_frac=test_frac
         ),
         "split",
     )
-    text = _setup(text_features(data=data.outputs["data"]), "text-features")
-    behavior = _setup(
+    text = setup(text_features(data=data.outputs["data"]), "text-features")
+    behavior = setup(
         behavior_features(
             data=data.outputs["data"],
             splits=splits.outputs["splits"],
@@ -95,7 +121,7 @@ def training_graph(
         ),
         "behavior-features",
     )
-    train = _setup(
+    train = setup(
         train_ranker(
             data=data.outputs["data"],
             splits=splits.outputs["splits"],
@@ -106,7 +132,7 @@ def training_graph(
         ),
         "train-ranker",
     )
-    scored = _setup(
+    scored = setup(
         evaluate(
             data=data.outputs["data"],
             splits=splits.outputs["splits"],
@@ -118,7 +144,7 @@ def training_graph(
         ),
         "evaluate",
     )
-    verdict = _setup(
+    verdict = setup(
         gate(
             data=data.outputs["data"],
             splits=splits.outputs["splits"],
@@ -135,7 +161,7 @@ def training_graph(
         cache=False,  # reads the registry: the champion changes between runs
     )
     with dsl.If(verdict.outputs["Output"] == True, name="gate-passed"):  # noqa: E712
-        exported = _setup(
+        exported = setup(
             export_onnx(
                 model=train.outputs["model"],
                 data=data.outputs["data"],
@@ -145,7 +171,7 @@ def training_graph(
             ),
             "export-onnx",
         )
-        registered = _setup(
+        registered = setup(
             register_model(
                 exported=exported.outputs["exported"],
                 evaluation=scored.outputs["evaluation"],
@@ -154,12 +180,13 @@ def training_graph(
                 model_name=model_name,
                 data_uri=data_uri,
                 train_config=train_config,
+                promote=promote,
             ),
             "register-model",
             io=True,
             cache=False,  # writes the registry
         )
-        _setup(
+        deployed = setup(
             deploy(
                 exported=exported.outputs["exported"],
                 registration=registered.outputs["registration"],
@@ -170,6 +197,8 @@ def training_graph(
             io=True,
             cache=False,  # writes the serving pointer
         )
+        if after_deploy is not None:
+            after_deploy(deployed)
     return {"train": train, "evaluate": scored, "gate": verdict}
 
 

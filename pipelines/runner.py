@@ -16,11 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-PIPELINES = {"training": "training_pipeline", "retraining": "retraining_pipeline"}
+PIPELINES = {
+    "training": "training_pipeline",
+    "retraining": "retraining_pipeline",
+    "continuous": "continuous_pipeline",
+}
 
 
 def package_path(name: str) -> Path:
-    """The compiled YAML of pipeline ``name`` (``training`` or ``retraining``)."""
+    """The compiled YAML of pipeline ``name`` (a key of :data:`PIPELINES`)."""
     if name not in PIPELINES:
         raise ValueError(f"unknown pipeline {name!r}; expected one of {sorted(PIPELINES)}")
     return Path(__file__).resolve().with_name(f"{PIPELINES[name]}.yaml")

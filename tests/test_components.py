@@ -26,13 +26,14 @@ from components.text_features.component import text_features
 from components.train_ranker.component import train_ranker
 from llarapp.pipeline.summary import STAGES
 
-COMPONENTS = [Path(components.__file__).parent / s / "component.py" for s in STAGES]
+CONTINUOUS = ("check_drift", "export_feedback", "decide_retrain", "start_canary")
+COMPONENTS = [Path(components.__file__).parent / s / "component.py" for s in (*STAGES, *CONTINUOUS)]
 
 
 # ----------------------------------------------------------------------------- static
 
 
-@pytest.mark.parametrize("path", COMPONENTS, ids=STAGES)
+@pytest.mark.parametrize("path", COMPONENTS, ids=(*STAGES, *CONTINUOUS))
 def test_component_imports_only_kfp_at_top(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in tree.body:
@@ -48,7 +49,7 @@ def test_component_imports_only_kfp_at_top(path: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("path", COMPONENTS, ids=STAGES)
+@pytest.mark.parametrize("path", COMPONENTS, ids=(*STAGES, *CONTINUOUS))
 def test_component_one_image_no_installs_and_a_data_contract(path: Path) -> None:
     stage = path.parent.name
     comp = getattr(importlib.import_module(f"components.{stage}.component"), stage)
@@ -59,6 +60,15 @@ def test_component_one_image_no_installs_and_a_data_contract(path: Path) -> None
     assert "pip install" not in command  # the image has everything
     doc = comp.python_func.__doc__
     assert "Files in" in doc and "Files out" in doc and "Library:" in doc
+
+
+def test_check_drift_shows_the_report_and_the_scores() -> None:
+    from components.check_drift.component import check_drift
+
+    outputs = check_drift.component_spec.outputs
+    assert outputs["report"].type.startswith("system.HTML")
+    assert outputs["scores"].type.startswith("system.Metrics")
+    assert outputs["drift"].type == "Boolean"
 
 
 def test_evaluate_shows_metrics_markdown_and_html() -> None:

@@ -1,6 +1,7 @@
-"""The pipelines: golden YAML, the graph's settings, and the training pipeline run under
-``kfp.local`` (twice: the second run reuses cached stages and must not displace the champion),
-plus a run that fails part-way."""
+"""The pipelines: golden YAML, the graph's settings (the continuous pipeline's own structure
+too), and the training pipeline run under ``kfp.local`` (twice: the second run reuses cached
+stages and must not displace the champion), plus a run that fails part-way. The continuous
+pipeline's local run: test_continuous.py."""
 
 from __future__ import annotations
 
@@ -39,31 +40,96 @@ def _spec(name: str) -> dict:
     return yaml.safe_load(runner.package_path(name).read_text())
 
 
+def _dag(spec: dict, holding: str) -> tuple[str, dict]:
+    """The (name, tasks) of the DAG -- the root or a condition's component -- holding task
+    ``holding``."""
+    dags = {"root": spec["root"]["dag"]["tasks"]}
+    for name, comp in spec["components"].items():
+        if "dag" in comp:
+            dags[name] = comp["dag"]["tasks"]
+    (found,) = [(name, tasks) for name, tasks in dags.items() if holding in tasks]
+    return found
+
+
 @pytest.mark.parametrize("name", sorted(runner.PIPELINES))
 def test_graph_gate_retries_resources_caching(name: str) -> None:
+    """The training graph's settings, wherever it sits (the continuous pipeline runs it inside
+    its retrain condition)."""
     spec = _spec(name)
-    root = spec["root"]
-    params = root["inputDefinitions"]["parameters"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
     assert {"data_uri", "train_config", "margin_over_champion", "tracking_uri"} <= set(params)
-    tasks = root["dag"]["tasks"]
-    cond = tasks["condition-1"]
-    assert "gate" in cond["dependentTasks"]
+    _, tasks = _dag(spec, "gate")
+    (cond,) = [t for t in tasks.values() if "gate" in t.get("dependentTasks", [])
+               and "triggerPolicy" in t]  # fmt: skip
     assert "pipelinechannel--gate-Output" in cond["triggerPolicy"]["condition"]
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
-    assert set(inner) == {"export-onnx", "register-model", "deploy"}
+    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    continuous = name == "continuous"
+    stages = {"export-onnx", "register-model", "deploy"} | (
+        {"start-canary"} if continuous else set()
+    )
+    assert set(inner) == stages
     every = {**tasks, **inner}
     for io_stage in ("ingest", "gate", "register-model", "deploy"):
         assert every[io_stage]["retryPolicy"]["maxRetryCount"] == 2
     for side_effect in ("gate", "register-model", "deploy"):
         assert not every[side_effect]["cachingOptions"].get("enableCache", False)
-    for cached in ("ingest", "split", "text-features", "train-ranker", "evaluate"):
+    # the continuous pipeline's data and feedback grow between runs: ingest is not cached
+    assert every["ingest"]["cachingOptions"].get("enableCache", False) is not continuous
+    for cached in ("split", "text-features", "train-ranker", "evaluate"):
         assert every[cached]["cachingOptions"]["enableCache"] is True
+    promote = every["register-model"]["inputs"]["parameters"]["promote"]
+    assert promote == {"runtimeValue": {"constant": not continuous}}
     executors = spec["deploymentSpec"]["executors"]
     for executor in executors.values():
         container = executor["container"]
         assert container["image"] == IMAGE
         assert container["resources"]["cpuRequest"] > 0
         assert container["resources"]["memoryRequest"] > 0
+
+
+def test_continuous_pipeline_checks_first_and_retrains_the_champion_only_if_called_for() -> None:
+    from llarapp.monitoring import DEFAULT_WINDOW
+
+    spec = _spec("continuous")
+    assert spec["pipelineInfo"]["name"] == "llarapp-continuous"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"data_uri", "champion", "request_log", "events", "feedback_out", "window",
+            "min_feedback", "server_url", "canary_percent", "train_config", "tracking_uri",
+            "model_name", "serving_target", "margin_over_baselines",
+            "margin_over_champion"} <= set(params)  # fmt: skip
+    assert params["champion"]["defaultValue"] == "models:/llarapp@champion"
+    assert params["window"]["defaultValue"] == DEFAULT_WINDOW
+    assert params["canary_percent"]["defaultValue"] == 10.0
+    assert params["train_config"]["defaultValue"] == {"epochs": 3}  # LoRA: lora_r defaults to 8
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"check-drift", "export-feedback", "decide-retrain", "condition-1"}
+    assert set(root["decide-retrain"]["dependentTasks"]) == {"check-drift", "export-feedback"}
+    # live state: never cached
+    for live in ("check-drift", "export-feedback", "decide-retrain"):
+        assert not root[live]["cachingOptions"].get("enableCache", False)
+    retrain = root["condition-1"]
+    assert retrain["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--decide-retrain-Output'] == true"
+    )
+    name, sub = _dag(spec, "train-ranker")
+    assert name == retrain["componentRef"]["name"]
+    base = sub["train-ranker"]["inputs"]["parameters"]["base_model"]
+    assert base == {"componentInputParameter": "pipelinechannel--champion"}
+    feedback = sub["ingest"]["inputs"]["parameters"]["feedback_uri"]
+    assert feedback == {"componentInputParameter": "pipelinechannel--export-feedback-feedback_uri"}
+    _, gated = _dag(spec, "start-canary")
+    assert not gated["start-canary"]["cachingOptions"].get("enableCache", False)
+    assert gated["start-canary"]["inputs"]["artifacts"]["deployment"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "deployment",
+        "producerTask": "deploy",
+    }
+    outputs = spec["root"]["outputDefinitions"]
+    assert set(outputs["parameters"]) == {"drift", "retrain"}
+    assert set(outputs["artifacts"]) == {
+        "drift_report", "drift_scores", "feedback_batch", "retrain_decision",
+    }  # fmt: skip
+    assert outputs["artifacts"]["drift_report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert outputs["artifacts"]["drift_scores"]["artifactType"]["schemaTitle"] == "system.Metrics"
 
 
 def _arguments(tmp: Path, data: Path, **extra) -> dict:

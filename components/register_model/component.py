@@ -18,12 +18,14 @@ def register_model(
     data_uri: str,
     train_config: dict,
     registration: Output[Artifact],
+    promote: bool = True,
 ) -> NamedTuple("RegisterOutputs", [("version", str), ("promoted", bool)]):
     """Log params, test metrics, the HF model, the ONNX files and manifest; register a version.
 
     Library: :func:`llarapp.pipeline.registry.register_model`. The version gets the alias
-    ``challenger``; it also becomes ``champion`` when no canary is live (alias ``canary``).
-    Not cached: it changes the registry.
+    ``challenger``; with ``promote`` it also becomes ``champion`` when no canary is live (alias
+    ``canary``); without (the continuous pipeline) it stays ``challenger`` and goes through the
+    canary. Not cached: it changes the registry.
 
     Files in: ``exported`` (MODEL_DIR + ``onnx/manifest.json``), ``evaluation``
     (``evaluation.json``), ``decision`` (the gate's JSON; must have passed).
@@ -47,6 +49,7 @@ def register_model(
             tracking_uri=tracking_uri,
             model_name=model_name,
             params={"data_uri": data_uri, "train_config": json.dumps(train_config)},
+            promote=promote,
         )
         Path(registration.path).write_text(json.dumps(result, indent=2))
     registration.metadata.update({k: str(v) for k, v in result.items()})

@@ -143,6 +143,25 @@ def behavior_features(
     )
 
 
+# ----------------------------------------------------------------------------- models
+
+
+def resolve_model(uri: str, tracking_uri: str | None = None):
+    """A model URI -- a folder, ``s3://``, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` --
+    as a local model folder (:func:`llarapp.serving.model_uri.resolve_model_uri`); ``models:/``
+    URIs resolve against the registry at ``tracking_uri`` (``$MLFLOW_TRACKING_URI``, else SQLite
+    under ``runs/``, when empty).
+
+    Returns:
+        A :class:`~llarapp.serving.model_uri.ResolvedModel` (``path``, ``uri``, ``version``).
+    """
+    from llarapp.serving.model_uri import resolve_model_uri
+    from llarapp.training.llara import configure_mlflow
+
+    configure_mlflow(tracking_uri or None)
+    return resolve_model_uri(uri)
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -174,18 +193,13 @@ def train_ranker(
         "valid_cases", "playlists":
         {"split_run", "served"}, "base_model": {"uri", "version"} or None, "seconds"}``.
     """
-    from llarapp.training.llara import LlaraTrainConfig, configure_mlflow, train_llara
+    from llarapp.training.llara import LlaraTrainConfig, train_llara
 
     config = LlaraTrainConfig.from_dict(
         coerce_numbers(train_config or {}, LlaraTrainConfig().to_dict())
     )
     seed_text_cache(text_dir)
-    base = None
-    if base_model:
-        from llarapp.serving.model_uri import resolve_model_uri
-
-        configure_mlflow(tracking_uri or None)  # models:/ URIs resolve against this registry
-        base = resolve_model_uri(base_model)
+    base = resolve_model(base_model, tracking_uri) if base_model else None
     model = train_llara(
         data_dir,
         split_dir,
@@ -416,3 +430,276 @@ def export_model_dir(
     if not manifest_path.is_file():
         raise FileNotFoundError(f"the export stage wrote no {manifest_path}")
     return manifest
+
+
+# ----------------------------------------------------------------------------- continuous
+
+RETRAIN_MARK = "retrain_mark.json"
+"""In the feedback folder: the last feedback id handed to a retraining (:func:`decide_retrain`)."""
+
+
+def logged_requests(db: Path | str) -> int:
+    """How many requests the ``requests`` table of a serving event store holds.
+
+    Raises:
+        FileNotFoundError: ``db`` does not exist.
+        ValueError: ``db`` has no ``requests`` table.
+    """
+    import sqlite3
+
+    if not Path(db).is_file():
+        raise FileNotFoundError(f"{db} not found: expected the request log of `llarapp serve`")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+        ).fetchone()
+        if not found:
+            raise ValueError(f"{db}: no 'requests' table; expected a `llarapp serve` event store")
+        return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def drift_check(
+    model: str,
+    request_log: Path | str,
+    out_dir: Path | str,
+    *,
+    window: int | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
+    """Has the traffic the model serves drifted from its reference profile?
+
+    The latest ``window`` requests of the request log (``llarapp serve``'s event store) against
+    ``MODEL/reference/`` (what training writes), as ``llarapp monitor check`` does. With fewer
+    than ``window`` requests logged the check is not run (the thresholds were measured on windows
+    of that size): no drift, and the result says why.
+
+    Args:
+        model: The served model: a folder, ``s3://`` or ``models:/NAME@ALIAS`` (resolved
+            against ``tracking_uri``, as :func:`resolve_model`).
+        request_log: The SQLite event store the server logs requests to (``--events``).
+        out_dir: Where the report goes.
+        window: Requests per check (default
+            :data:`~llarapp.monitoring.DEFAULT_WINDOW`).
+
+    Files out (``out_dir``): ``drift_report.html`` (the Evidently Report; a page with the
+    decision and why when there were too few requests or Evidently could not draw it),
+    ``drift_report.json`` and ``drift.json`` (:func:`llarapp.monitoring.write_report`, when it
+    drew the report).
+
+    Returns:
+        ``{"drift", "checked", "reason", "window", "requests_logged", "model", "model_version",
+        "drifted_columns", "reference_rows", "current_rows", "columns": {name: {"method",
+        "score", "threshold", "drifted"}}}`` (``columns`` empty when not checked).
+
+    Raises:
+        ValueError: ``window`` is below 1, or the request log has no ``requests`` table.
+        FileNotFoundError: The request log, the model or its ``reference/`` is missing.
+    """
+    from llarapp.monitoring import (
+        DEFAULT_WINDOW,
+        REFERENCE_DIR,
+        Catalogue,
+        Window,
+        check_drift,
+        window_from_log,
+        write_report,
+    )
+    from llarapp.monitoring.report import HTML_FILE
+    from llarapp.text import TextEncoder, default_cache_dir
+
+    window = DEFAULT_WINDOW if window is None else int(window)
+    if window < 1:
+        raise ValueError(f"window={window}: expected at least 1 request per check")
+    logged = logged_requests(request_log)
+    resolved = resolve_model(model, tracking_uri)
+    reference = resolved.path / REFERENCE_DIR
+    if not (reference / "window.parquet").is_file():
+        raise FileNotFoundError(
+            f"{model}: no reference profile at {reference}; expected MODEL_DIR/{REFERENCE_DIR} "
+            "as `llarapp train` and the pipeline's train stage write it (or make one with "
+            "`llarapp monitor profile`)"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "window": window,
+        "requests_logged": logged,
+        "model": model,
+        "model_version": resolved.version,
+    }
+    if logged < window:
+        reason = (
+            f"not checked: {logged} request(s) logged in {request_log}, fewer than the window "
+            f"of {window}; no drift is reported until a whole window is logged"
+        )
+        page = markdown_tables_to_html(reason, "LLaRA++ drift check")
+        (out_dir / HTML_FILE).write_text(page)
+        return {
+            **summary,
+            "drift": False,
+            "checked": False,
+            "reason": reason,
+            "drifted_columns": [],
+            "reference_rows": 0,
+            "current_rows": 0,
+            "columns": {},
+        }
+    encode = TextEncoder(default_cache_dir(), progress=False).encode
+    current = window_from_log(request_log, Catalogue.from_model(resolved.path), encode, last=window)
+    profile = Window.load(reference)
+    result = check_drift(profile, current).to_dict()
+    drifted = result["drifted_columns"]
+    reason = (
+        f"drift in {', '.join(drifted)} over the latest {len(current)} requests"
+        if drifted
+        else f"no drift over the latest {len(current)} requests"
+    )
+    try:
+        write_report(profile, current, out_dir)
+    except ValueError as exc:  # e.g. a column empty in the window: Evidently draws nothing
+        log.warning("drift report not drawn (%s); the decision stands: %s", exc, reason)
+        page = f"{reason}.\n\nEvidently could not draw the report: {exc}"
+        (out_dir / HTML_FILE).write_text(markdown_tables_to_html(page, "LLaRA++ drift check"))
+    return {**summary, **result, "checked": True, "reason": reason}
+
+
+def drift_metrics(check: dict) -> dict[str, float]:
+    """Flat scalars of a :func:`drift_check` result for ``Output[Metrics]``: ``drift`` and
+    ``checked`` (1/0), ``window``, ``requests_logged``, and per column ``score_<column>`` (its
+    p-value, or the embedding classifier's ROC AUC) and ``drifted_<column>`` (1/0); a column with
+    nothing to compare (no score) is left out."""
+    out = {
+        "drift": float(check["drift"]),
+        "checked": float(check["checked"]),
+        "window": float(check["window"]),
+        "requests_logged": float(check["requests_logged"]),
+    }
+    for name, column in check["columns"].items():
+        if column["score"] == column["score"]:  # not NaN
+            out[f"score_{name}"] = float(column["score"])
+            out[f"drifted_{name}"] = float(column["drifted"])
+    return out
+
+
+def export_feedback_batch(
+    events: Path | str,
+    feedback_out: Path | str,
+    model: str,
+    batch_dir: Path | str,
+    *,
+    tracking_uri: str | None = None,
+) -> dict:
+    """Export the feedback that arrived since the last export (exactly once:
+    :func:`llarapp.serving.feedback.export_feedback`) into ``feedback_out``, and copy the new
+    batch folder to ``batch_dir``.
+
+    Args:
+        events: The server's event store (``--events``).
+        feedback_out: The folder that collects every batch (``llarapp feedback export --out``).
+        model: The served model (its ``track_names.parquet`` names the tracks); resolved as in
+            :func:`resolve_model`.
+        batch_dir: Where the new batch is copied (the pipeline's artifact).
+
+    Files out: ``feedback_out/feedback-A-B/`` (``mpd.slice.A-B.json``, ``negatives.parquet``,
+    ``batch.json``) and its copy in ``batch_dir``; with nothing new, only ``batch_dir/batch.json``
+    (``{"folder": null, "events": 0}``).
+
+    Returns:
+        The export's counts (``events`` 0 and ``folder`` None when nothing arrived), and
+        ``feedback_uri``: ``feedback_out`` when it holds a batch (of this export or an earlier
+        one), else empty -- what a retraining's ingest reads.
+    """
+    from llarapp.serving.feedback import export_feedback
+
+    resolved = resolve_model(model, tracking_uri)
+    summary = export_feedback(events, feedback_out, [resolved.path])
+    batch_dir = Path(batch_dir)
+    if summary["folder"]:
+        shutil.copytree(summary["folder"], batch_dir, dirs_exist_ok=True)
+    else:
+        batch_dir.mkdir(parents=True, exist_ok=True)
+        (batch_dir / "batch.json").write_text(json.dumps(summary, indent=2))
+    held = pending_feedback(feedback_out)["total_batches"]
+    return {**summary, "feedback_uri": str(Path(feedback_out).resolve()) if held else ""}
+
+
+def pending_feedback(feedback_out: Path | str) -> dict:
+    """The exported feedback no retraining has been handed yet: the batches of ``feedback_out``
+    above the mark :func:`decide_retrain` leaves (``RETRAIN_MARK``).
+
+    Returns:
+        ``{"events", "batches" (folder names), "last_id" (the newest batch's, 0 when none),
+        "marked" (the mark's last id, 0 when none), "total_batches"}``.
+    """
+    from llarapp.pipeline.deploy import read_pointer
+
+    folder = Path(feedback_out)
+    mark = read_pointer(folder, RETRAIN_MARK) if folder.is_dir() else None
+    marked = int(mark["last_id"]) if mark else 0
+    batches = {
+        path.parent.name: json.loads(path.read_text())
+        for path in sorted(folder.glob("feedback-*/batch.json"))
+    }
+    pending = {name: b for name, b in batches.items() if b["last_id"] > marked}
+    return {
+        "events": sum(b["events"] for b in pending.values()),
+        "batches": list(pending),
+        "last_id": max((b["last_id"] for b in batches.values()), default=0),
+        "marked": marked,
+        "total_batches": len(batches),
+    }
+
+
+def decide_retrain(
+    drift: bool, drift_reason: str, feedback_out: Path | str, min_feedback: int
+) -> dict:
+    """Retrain when the traffic drifted or at least ``min_feedback`` feedback events await a
+    retraining (:func:`pending_feedback`); the one bool the continuous pipeline's ``dsl.If``
+    reads, and why.
+
+    A retraining fine-tunes the champion on the fresh data and *every* batch in
+    ``feedback_out`` (:func:`export_feedback_batch`'s ``feedback_uri``). When it retrains, the
+    newest batch's last id is written to ``feedback_out/retrain_mark.json``, so the next count
+    starts after it, whether or not the new model passes the gate (a refused model does not
+    start another retraining on the same feedback; drift still can).
+
+    Returns:
+        ``{"retrain", "reason", "drift", "drift_reason", "pending_feedback", "min_feedback",
+        "pending_batches", "marked"}``.
+
+    Raises:
+        ValueError: ``min_feedback`` is below 1.
+    """
+    from datetime import UTC, datetime
+
+    from llarapp.pipeline.deploy import write_pointer
+
+    if min_feedback < 1:
+        raise ValueError(f"min_feedback={min_feedback}: expected at least 1 feedback event")
+    pending = pending_feedback(feedback_out)
+    enough = pending["events"] >= min_feedback
+    retrain = bool(drift or enough)
+    reason = (
+        f"{'retrain' if retrain else 'no retraining'}: {drift_reason}; {pending['events']} "
+        f"feedback event(s) await a retraining ({'>=' if enough else '<'} min_feedback "
+        f"{min_feedback})"
+    )
+    marked = pending["marked"]
+    if retrain and pending["last_id"] > marked:
+        marked = pending["last_id"]
+        mark = {"last_id": marked, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "reason": reason}  # fmt: skip
+        write_pointer(feedback_out, RETRAIN_MARK, mark)
+    return {
+        "retrain": retrain,
+        "reason": reason,
+        "drift": bool(drift),
+        "drift_reason": drift_reason,
+        "pending_feedback": pending["events"],
+        "min_feedback": min_feedback,
+        "pending_batches": pending["batches"],
+        "marked": marked,
+    }

@@ -1,0 +1,276 @@
+"""The continuous pipeline end to end under ``kfp.local``: a champion in an MLflow registry, a
+serving event store with drifted traffic and feedback -> drift -> the champion fine-tuned on
+fresh data and the feedback -> registered as ``challenger`` only -> ``challenger.json`` -> the
+canary request; and, on clean traffic with too little feedback, no retraining (its steps called
+directly: a second local run would cost another minute).
+
+The event stores are written with :class:`llarapp.serving.store.EventStore`, as the server
+writes them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from kfp import dsl
+from tiny_model import TINY
+
+from components.check_drift.component import check_drift
+from components.decide_retrain.component import decide_retrain
+from pipelines import runner
+
+WINDOW = 40  # the test's window: the tiny champion's reference holds this many requests or more
+
+
+def _out(cls, path: Path):
+    return cls(name=path.name, uri=str(path), metadata={})
+
+
+@pytest.fixture(scope="module")
+def champion(tiny, tmp_path_factory):
+    """``(tracking_uri, reference bodies, track URIs)``: the tiny model, with a reference
+    profile, registered as v1 with alias ``champion``."""
+    from llarapp.config import SplitConfig
+    from llarapp.data.dataset import load_cases
+    from llarapp.data.split import split
+    from llarapp.monitoring import write_reference
+    from llarapp.pipeline.gate import GateConfig, decide
+    from llarapp.pipeline.registry import register_model
+    from llarapp.pipeline.stages import evaluate_models, export_model_dir
+    from llarapp.serving.request import request_body
+
+    data, _, model_dir, model = tiny
+    w = tmp_path_factory.mktemp("champion")
+    # a reference of at least 32 requests (the drift check's title clusters): larger held-out
+    # folds than the tiny model's own split
+    split(data, w / "split", SplitConfig(seed=1, valid_frac=0.3, test_frac=0.4))
+    shutil.copytree(model_dir, w / "model")
+    reference = write_reference(w / "model", data, w / "split", model.encoder.encode)
+    assert len(reference) >= WINDOW
+    evaluation = evaluate_models(
+        data, w / "split", w / "model", None, w / "evaluation", baselines=["most_popular"]
+    )
+    gate = decide(evaluation, GateConfig(margin_over_baselines=-1.0)).to_dict()
+    export_model_dir(w / "model", w / "exported", export_format="none")
+    tracking = f"sqlite:///{w / 'mlflow.db'}"
+    registered = register_model(
+        w / "exported", evaluation=evaluation, gate=gate, tracking_uri=tracking
+    )
+    assert registered["version"] == "1" and registered["promoted"]
+    cases = [*load_cases(data, w / "split", "valid"), *load_cases(data, w / "split", "test")]
+    bodies = [request_body(ec.case, 500) for ec in cases]
+    named = zip(model.names.uris.tolist(), model.names.track_name.tolist(), strict=True)
+    return tracking, bodies, sorted(uri for uri, name in named if name)
+
+
+def _log(events: Path, requests: list[dict], feedback: list[tuple[str, str, bool]]) -> None:
+    """Write requests and feedback into an event store as ``llarapp serve`` does: each request
+    logged and remembered (its context), each feedback ``(request_id, track_uri, liked)``."""
+    from llarapp.serving.request import FeedbackEvent
+    from llarapp.serving.store import EventStore
+
+    store = EventStore(events, sample_rate=1.0)
+    try:
+        for i, r in enumerate(requests):
+            rid, context = f"req-{i}", {"playlist_id": f"pl-{i}", "model_version": "llarapp/1"}
+            store.remember(rid, {**context, "title": r["title"], "seed_uris": r["seed_uris"]})
+            store.maybe_log_request({"request_id": rid, **context, "k": 500, **r})
+        store.close()  # flushes the request log and contexts first
+        store = EventStore(events, sample_rate=1.0)
+        for rid, uri, liked in feedback:
+            store.record_feedback(FeedbackEvent(track_uri=uri, liked=liked, request_id=rid))
+    finally:
+        store.close()
+
+
+def _clean(bodies: list[dict]) -> list[dict]:
+    """The reference's own requests, as the server logs them (every seed known)."""
+    rows = []
+    for b in bodies:
+        uris = [t["track_uri"] for t in b["tracks"]]
+        rows.append({"title": b.get("name"), "n_seeds": len(uris), "n_known": len(uris),
+                     "n_unknown": 0, "seed_uris": uris})  # fmt: skip
+    return rows
+
+
+def _drifted(n: int) -> list[dict]:
+    """Requests of another world: unknown seeds only, titles the training data never had."""
+    rows = []
+    for i in range(n):
+        uris = [f"spotify:track:new-release-{i}-{j}" for j in range(5)]
+        rows.append({"title": f"Ĝis la revido, kanto {i}", "n_seeds": 5, "n_known": 0,
+                     "n_unknown": 5, "seed_uris": uris})  # fmt: skip
+    return rows
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tiny, tmp_path):
+    from llarapp.pipeline.registry import aliases, registry_client
+    from llarapp.pipeline.stages import RETRAIN_MARK
+    from llarapp.pipeline.status import read_status
+
+    tracking, _, uris = champion
+    events = tmp_path / "events.db"
+    feedback = [(f"req-{i}", uris[(3 * i + j) % len(uris)], j != 2)
+                for i in range(4) for j in range(3)]  # fmt: skip
+    _log(events, _drifted(WINDOW), feedback)
+    mpd = tiny[0].parent / "mpd"  # the fresh data: the tiny set's slices
+    args = {
+        "data_uri": str(mpd),
+        "request_log": str(events),
+        "events": str(events),
+        "feedback_out": str(tmp_path / "feedback"),
+        "window": WINDOW,
+        "min_feedback": 10,
+        "split_seed": 1,
+        "train_config": {**TINY.to_dict(), "epochs": 1, "lora_r": 4},
+        "als_config": {"factors": 8, "iterations": 5},
+        "tune_max_cases": 40,
+        "baselines": ["most_popular"],
+        "margin_over_baselines": -1.0,  # wiring, not quality: the tiny models need not win
+        "margin_over_champion": -1.0,
+        "export_format": "none",  # the ONNX export runs in test_pipeline (35 s here)
+        "tracking_uri": tracking,
+        "serving_target": str(tmp_path / "serving"),
+    }
+    result = runner.run_local("continuous", args, tmp_path / "work")
+    assert result["ok"], result["error"]
+    outputs = result["outputs"]
+    assert outputs["drift"] is True and outputs["retrain"] is True
+    decision = Path(outputs["retrain_decision"]).read_text()
+    assert "retrain: drift in" in decision and "12 feedback event(s)" in decision
+    scores = json.loads(Path(outputs["drift_scores"]).read_text())
+    assert scores["drift"] == 1.0 and scores["drifted_unknown_share"] == 1.0
+    assert "<html" in Path(outputs["drift_report"]).read_text().lower()
+    batch = json.loads((Path(outputs["feedback_batch"]) / "batch.json").read_text())
+    assert batch["events"] == 12 and batch["negatives"] == 4
+
+    ran = [e["stage"] for e in read_status(result["status_file"])]
+    assert set(ran[:3]) == {"check_drift", "export_feedback", "decide_retrain"}
+    assert ran[-4:] == ["export_onnx", "register_model", "deploy", "start_canary"]
+    run_dir = Path(result["run_dir"])
+    ingested = json.loads((run_dir / "ingest" / "data" / "ingest_report.json").read_text())
+    assert ingested["feedback_batches"] == 1 and ingested["negatives"] == 4
+
+    # challenger only: the champion stays, the new version waits for its canary
+    assert aliases(tracking) == {"champion": "1", "challenger": "2"}
+    client, _ = registry_client(tracking)
+    run = client.get_run(client.get_model_version("llarapp", "2").run_id)
+    assert run.data.tags["llarapp.mode"] == "lora"  # the champion's ranker, fine-tuned
+    pointer = json.loads((tmp_path / "serving" / "challenger.json").read_text())
+    assert pointer["version"] == "2" and pointer["alias"] == "challenger"
+    assert not (tmp_path / "serving" / "current.json").exists()
+    (canary,) = run_dir.glob("start-canary*/canary")
+    request = json.loads(canary.read_text())
+    assert request["mode"] == "cluster" and request["started"] is False
+    assert request["percent"] == 10.0 and request["challenger"] == pointer["storage_uri"]
+    mark = json.loads((tmp_path / "feedback" / RETRAIN_MARK).read_text())
+    assert mark["last_id"] == 12
+
+
+@pytest.mark.integration
+def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
+    from llarapp.pipeline.stages import RETRAIN_MARK, export_feedback_batch
+
+    tracking, bodies, uris = champion
+    events = tmp_path / "events.db"
+    _log(events, _clean(bodies), [("req-0", uris[0], True), ("req-1", uris[1], False)])
+    report, scores = _out(dsl.HTML, tmp_path / "report"), _out(dsl.Metrics, tmp_path / "scores")
+    drift = check_drift.python_func(
+        champion="models:/llarapp@champion",
+        request_log=str(events),
+        window=len(bodies),
+        tracking_uri=tracking,
+        report=report,
+        scores=scores,
+    )
+    assert drift.drift is False and drift.requests == len(bodies), drift.reason
+    assert scores.metadata["checked"] == 1.0 and scores.metadata["drift"] == 0.0
+    assert "<html" in Path(report.path).read_text().lower()
+    unchecked = check_drift.python_func(
+        champion="models:/llarapp@champion",
+        request_log=str(events),
+        window=len(bodies) + 1,
+        tracking_uri=tracking,
+        report=_out(dsl.HTML, tmp_path / "report2"),
+        scores=_out(dsl.Metrics, tmp_path / "scores2"),
+    )
+    assert unchecked.drift is False and unchecked.requests == 0
+    assert unchecked.reason.startswith(f"not checked: {len(bodies)} request(s) logged")
+    exported = export_feedback_batch(
+        events, tmp_path / "feedback", "models:/llarapp@champion", tmp_path / "batch",
+        tracking_uri=tracking,
+    )  # fmt: skip
+    assert exported["events"] == 2 and exported["feedback_uri"] == str(tmp_path / "feedback")
+    decision = _out(dsl.Markdown, tmp_path / "decision")
+    retrain = decide_retrain.python_func(
+        drift=drift.drift,
+        drift_reason=drift.reason,
+        new_feedback=exported["events"],
+        feedback_out=str(tmp_path / "feedback"),
+        min_feedback=10,
+        decision=decision,
+        summary=_out(dsl.Metrics, tmp_path / "summary"),
+    )
+    assert retrain is False
+    assert "no retraining: no drift" in Path(decision.path).read_text()
+    assert (
+        "2 feedback event(s) await a retraining (< min_feedback 10)"
+        in Path(decision.path).read_text()
+    )
+    assert not (tmp_path / "feedback" / RETRAIN_MARK).exists()  # the count goes on
+
+
+def test_drift_check_and_decision_refuse_bad_input(tmp_path) -> None:
+    from llarapp.pipeline.stages import decide_retrain as decide
+    from llarapp.pipeline.stages import drift_check
+    from llarapp.serving.store import EventStore
+
+    with pytest.raises(FileNotFoundError, match="request log of `llarapp serve`"):
+        drift_check(str(tmp_path), tmp_path / "missing.db", tmp_path / "out")
+    EventStore(tmp_path / "events.db").close()
+    with pytest.raises(ValueError, match="window=0: expected at least 1"):
+        drift_check(str(tmp_path), tmp_path / "events.db", tmp_path / "out", window=0)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="no reference profile"):
+        drift_check(str(tmp_path / "model"), tmp_path / "events.db", tmp_path / "out")
+    with pytest.raises(ValueError, match="min_feedback=0"):
+        decide(True, "drift", tmp_path / "feedback", 0)
+    # drift alone retrains; with no batch exported there is nothing to mark
+    result = decide(True, "drift in title_cluster", tmp_path / "feedback", 5)
+    assert result["retrain"] and result["pending_feedback"] == 0 and result["marked"] == 0
+
+
+def test_start_canary_without_a_server_hands_the_cluster_its_request(tmp_path) -> None:
+    from components.start_canary.component import start_canary
+    from llarapp.pipeline.canary import start_canary as start
+    from llarapp.pipeline.deploy import pointer
+
+    registration = {"model_name": "llarapp", "version": "2", "promoted": False,
+                    "model_uri": "models:/llarapp/2", "tracking_uri": "sqlite:///x.db"}  # fmt: skip
+    challenger = pointer(tmp_path / "exported", registration)
+    (tmp_path / "deployment").write_text(json.dumps(challenger))
+    canary = _out(dsl.Artifact, tmp_path / "canary")
+    started = start_canary.python_func(
+        deployment=_out(dsl.Artifact, tmp_path / "deployment"),
+        server_url="",
+        canary_percent=10.0,
+        canary=canary,
+    )
+    request = json.loads(Path(canary.path).read_text())
+    assert started is False and request["mode"] == "cluster"
+    assert request["challenger"] == str((tmp_path / "exported").resolve())
+    assert request["percent"] == 10.0 and request["version"] == "2"
+    assert "cluster controller" in request["note"] and request["canary_alias"] is None
+
+    with pytest.raises(ValueError, match="canary_percent=150"):
+        start(challenger, "", 150)
+    champion = {**challenger, "alias": "champion"}
+    with pytest.raises(ValueError, match="expected the pointer of a deployed challenger"):
+        start(champion, "", 10)
+    with pytest.raises(ValueError, match="expected http://HOST:PORT"):
+        start(challenger, "https://example.org", 10)
