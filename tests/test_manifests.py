@@ -507,3 +507,28 @@ def test_cli_rollout_accepts_the_cluster_flag():
         ["rollout", "--server", "http://x", "--events", "e.db", "--kubectl-namespace", "llarapp"]
     )
     assert args.kubectl_namespace == "llarapp"
+
+
+# ---------------------------------------------------------------------------- pipelines publish
+def test_publish_reads_the_compiled_pipelines_and_refuses_an_unknown_recurring_run(tmp_path):
+    from pipelines.publish import compiled_pipelines, publish
+
+    names = compiled_pipelines()
+    assert {"llarapp-training", "llarapp-retraining"} <= set(names)
+    with pytest.raises(ValueError, match="no compiled pipeline of that name"):
+        publish("http://127.0.0.1:9", recurring="llarapp-nope")  # refused before any call
+    (tmp_path / "x.yaml").write_text("pipelineInfo: {}\n")
+    with pytest.raises(ValueError, match=r"no pipelineInfo\.name"):
+        compiled_pipelines(tmp_path)
+
+
+def test_the_recurring_run_names_a_compiled_pipeline():
+    """The platform's kfp-publish Job schedules a pipeline the image ships."""
+    from pipelines.publish import compiled_pipelines
+
+    job = next(d for d in render("platform") if d["metadata"]["name"] == "kfp-publish")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    recurring = args[args.index("--recurring") + 1]
+    if not (ROOT / "pipelines" / "continuous_pipeline.yaml").exists():
+        pytest.skip(f"{recurring}: pipelines/continuous_pipeline.yaml is not compiled here yet")
+    assert recurring in compiled_pipelines()

@@ -117,8 +117,9 @@ def move_traffic(
                                                         storage[name]))  # fmt: skip
     for name in services:  # RawDeployment: the predictor Deployment rolls to the new folder
         deployment = f"deployment/{name}-predictor"
-        k.run("wait", deployment, f"--timeout={timeout}", "--for=jsonpath="
-              f"{{.spec.template.spec.initContainers[0].args[0]}}={storage[name]}")  # fmt: skip
+        initializer = '.spec.template.spec.initContainers[?(@.name=="storage-initializer")]'
+        k.run("wait", deployment, f"--timeout={timeout}",
+              f"--for=jsonpath={{{initializer}.args[0]}}={storage[name]}")  # fmt: skip
         k.run("rollout", "status", deployment, f"--timeout={timeout}")
     k.patch("inferencegraph", GRAPH, split_patch(0))
     return {"namespace": namespace, "weights": {CHAMPION: 100, CHALLENGER: 0},
