@@ -23,6 +23,7 @@ import yaml
 from cluster_files import MANIFESTS, ROOT, TARGETS, pod_specs, render
 
 from components.image import IMAGE
+from llarapp.cli import CANARY_PERCENT
 from llarapp.pipeline.cluster import split_patch, storage_patch, storage_uri
 from llarapp.serving.graph import read_sequence, sequence, split_weights
 
@@ -220,8 +221,8 @@ def test_kserve_objects_are_the_graph_and_its_services():
             assert "canaryTrafficPercent" not in pred  # ignored in RawDeployment: the Splitter
         champion = {s: storage_uri(services[s]) for s in ("encoder", "retriever", "ranker")}
         assert len(set(champion.values())) == 1, champion
-        if target == "overlays/canary":
-            assert weights == {"champion": 90, "challenger": 10}
+        if target == "overlays/canary":  # the same default share as `llarapp serve --challenger`
+            assert weights == {"champion": 90, "challenger": 10} and CANARY_PERCENT == 10
             assert storage_uri(services["ranker-challenger"]) != champion["ranker"]
         else:
             assert weights == {"champion": 100}
