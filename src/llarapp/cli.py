@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from llarapp.errors import one_line
+
 log = logging.getLogger("llarapp")
 CANARY_PERCENT = 10.0  # the challenger's share by default, as kserve/manifests/ranker.yaml
 
@@ -290,9 +292,13 @@ def default_serving_model(target: Path = Path("runs/serving")) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run the local KServe server in place of this process (signals reach it directly)."""
-    from llarapp.serving.client import server_command, server_env
+    from llarapp.serving.client import check_port, server_command, server_env
+    from llarapp.serving.model_uri import resolve_model_uri
 
     model = args.model or default_serving_model()
+    if not model.startswith(("s3://", "models:/")):  # a folder: checked here, in a second
+        resolve_model_uri(model)
+    check_port(args.host, args.port)
     argv = server_command(model, args.port, args.host, "--events", args.events)
     argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
     argv += ["--graph", args.graph] if args.graph else []
@@ -508,6 +514,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
         defaults["export_options"] = QUICK_EXPORT_OPTIONS
     args.pipeline, args.compile, args.param, args.train_config = "training", False, [], None
     _run_local(args, data, defaults)
+    print()
+    print(next_steps(Path(args.serving_target)))
+
+
+#: the request the demo's closing lines send (a title only: the cold-start case)
+DEMO_REQUEST = '{"name": "summer road trip", "k": 5}'
+
+
+def next_steps(target: Path, port: int = 8080) -> str:
+    """The demo's closing lines: the exact commands to serve and query what it deployed to
+    ``target``, and the page's address."""
+    from llarapp.pipeline.deploy import read_pointer
+
+    pointer = read_pointer(target)
+    if pointer is None:
+        return f"nothing deployed to {target} (the gate kept the champion away); see above"
+    exe = sys.argv[0] if Path(sys.argv[0]).name == "llarapp" else "llarapp"
+    serve = f"{exe} serve"
+    if target.resolve() != Path("runs/serving").resolve():  # not where `serve` looks
+        serve += f" --model {pointer['storage_uri']}"
+    url = f"http://127.0.0.1:{port}"
+    return "\n".join(
+        [
+            "Try it (the server in one terminal, the query in another):",
+            f"  {serve}",
+            f"  curl -s {url}/v1/recommend -H 'Content-Type: application/json' -d '{DEMO_REQUEST}'",
+            f"  the page: {url}/",
+        ]
+    )
 
 
 # ``llarapp demo --quick`` / the tests: a small model, a short export benchmark
@@ -871,8 +906,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"llarapp: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = one_line(exc)
+        if message is None:  # a bug: its traceback
+            raise
+        print(f"llarapp: error: {message}", file=sys.stderr)
         return 2
     return 0
 
