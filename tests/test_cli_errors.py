@@ -93,6 +93,9 @@ def test_demo_ends_with_the_commands_to_query_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "runs" / "serving"
     assert "nothing deployed" in next_steps(target)
+    undeployed = next_steps(target, trained="runs/demo/model").splitlines()
+    assert "the gate said no" in undeployed[0]
+    assert undeployed[1].split() == ["llarapp", "serve", "--model", "runs/demo/model"]
     write_pointer(target, POINTER, {"storage_uri": str(tmp_path / "exported")})
     lines = next_steps(target).splitlines()
     assert lines[1].split() == ["llarapp", "serve"]  # serves what the pointer names

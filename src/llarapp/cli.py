@@ -428,7 +428,7 @@ def _pipeline_arguments(args: argparse.Namespace, data_uri: str) -> dict:
     return params
 
 
-def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> None:
+def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> dict:
     from llarapp.pipeline.stages import export_available
     from llarapp.pipeline.summary import format_summary
 
@@ -456,6 +456,7 @@ def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> None:
     )
     if not result["ok"]:
         raise RuntimeError(f"pipeline {args.pipeline} failed; details above and in {work}")
+    return result
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> None:
@@ -513,31 +514,37 @@ def cmd_demo(args: argparse.Namespace) -> None:
         defaults["tune_max_cases"] = 100
         defaults["export_options"] = QUICK_EXPORT_OPTIONS
     args.pipeline, args.compile, args.param, args.train_config = "training", False, [], None
-    _run_local(args, data, defaults)
+    result = _run_local(args, data, defaults)
     print()
-    print(next_steps(Path(args.serving_target)))
+    print(next_steps(Path(args.serving_target), result["outputs"].get("model")))
 
 
 #: the request the demo's closing lines send (a title only: the cold-start case)
 DEMO_REQUEST = '{"name": "summer road trip", "k": 5}'
 
 
-def next_steps(target: Path, port: int = 8080) -> str:
+def next_steps(target: Path, trained: str | None = None, port: int = 8080) -> str:
     """The demo's closing lines: the exact commands to serve and query what it deployed to
-    ``target``, and the page's address."""
+    ``target`` (else the model it ``trained``, which the gate did not deploy), and the page's
+    address."""
     from llarapp.pipeline.deploy import read_pointer
 
     pointer = read_pointer(target)
-    if pointer is None:
-        return f"nothing deployed to {target} (the gate kept the champion away); see above"
     exe = sys.argv[0] if Path(sys.argv[0]).name == "llarapp" else "llarapp"
     serve = f"{exe} serve"
-    if target.resolve() != Path("runs/serving").resolve():  # not where `serve` looks
-        serve += f" --model {pointer['storage_uri']}"
+    if pointer is None:
+        if trained is None:
+            return f"nothing deployed to {target} and no model trained; see above"
+        head = f"Nothing deployed to {target} (the gate said no); to try the trained model anyway:"
+        serve += f" --model {trained}"
+    else:
+        head = "Try it (the server in one terminal, the query in another):"
+        if target.resolve() != Path("runs/serving").resolve():  # not where `serve` looks
+            serve += f" --model {pointer['storage_uri']}"
     url = f"http://127.0.0.1:{port}"
     return "\n".join(
         [
-            "Try it (the server in one terminal, the query in another):",
+            head,
             f"  {serve}",
             f"  curl -s {url}/v1/recommend -H 'Content-Type: application/json' -d '{DEMO_REQUEST}'",
             f"  the page: {url}/",
