@@ -95,7 +95,7 @@ def cmd_behavior(args: argparse.Namespace) -> None:
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-    from llarapp.benchmark.quality import run_quality
+    from llarapp.benchmark.quality import chart_path, run_quality
     from llarapp.evaluation.report import format_tables
 
     models = args.models.split(",") if args.models else None
@@ -110,7 +110,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     )
     print(json.dumps(result["dataset"], indent=2))
     print(format_tables(result))
-    print(f"\nJSON: {args.out}")
+    print(f"\nJSON: {args.out}\nchart: {chart_path(args.out)}")
 
 
 def _given(**kwargs):
@@ -384,7 +384,7 @@ def cmd_serving_bench(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     print(format_table(result))
-    print(f"\nJSON: {args.out}")
+    print(f"\nJSON: {args.out}\nlatency histogram: {result['chart']}")
 
 
 def _pipelines_runner() -> ModuleType:
