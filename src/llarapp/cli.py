@@ -296,9 +296,6 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from llarapp.serving.model_uri import resolve_model_uri
 
     model = args.model or default_serving_model()
-    if not model.startswith(("s3://", "models:/")):  # a folder: checked here, in a second
-        resolve_model_uri(model)
-    check_port(args.host, args.port)
     argv = server_command(model, args.port, args.host, "--events", args.events)
     argv += ["--sample-rate", str(args.sample_rate), "--ranker-backend", args.ranker_backend]
     argv += ["--graph", args.graph] if args.graph else []
@@ -315,6 +312,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         argv += ["--canary-state", args.canary_state] if args.canary_state else []
     elif args.canary_state or args.canary_percent is not None:
         raise ValueError("--canary-percent / --canary-state: expected --challenger DIR too")
+    if not model.startswith(("s3://", "models:/")):  # a folder: checked here, in a second
+        resolve_model_uri(model)
+    check_port(args.host, args.port)  # before the server spends time loading the model
     os.execve(argv[0], argv, server_env())
 
 
