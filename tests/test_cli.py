@@ -61,6 +61,7 @@ def test_quality_benchmark_end_to_end(synth_dir, tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| model |" in printed and "ndcg per category" in printed
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"  # the chart beside the JSON
     result = json.loads(out.read_text())
     assert set(result) == {"dataset", "models", "seconds"}
     assert result["dataset"]["playlists"] == 1200 and result["dataset"]["test_cases"] > 0

@@ -246,7 +246,9 @@ def test_evaluate_tables_per_category(chain) -> None:
     table = Path(chain["table"].path).read_text()
     assert "ndcg per category" in table
     assert any(c in table for c in CATEGORY_NAMES)
-    assert "<table>" in Path(chain["table_html"].path).read_text()
+    page = Path(chain["table_html"].path).read_text()
+    assert "<table>" in page and '<img alt="NDCG and R-precision' in page  # the chart, inline
+    assert (Path(chain["evaluation"].path) / "chart.png").read_bytes()[:4] == b"\x89PNG"
     metrics = chain["metrics"].metadata
     assert 0 <= metrics["test_ndcg"] <= 1 and "baseline_item_knn_ndcg" in metrics
 

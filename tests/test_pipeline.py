@@ -170,6 +170,11 @@ def test_local_pipeline_registers_deploys_then_reuses_cache(tmp_path: Path) -> N
     pointer = json.loads((tmp_path / "serving" / "current.json").read_text())
     assert pointer["version"] == "1"
     assert (Path(pointer["storage_uri"]) / "onnx" / "manifest.json").is_file()
+    # the evaluate step's KFP UI artifacts: Metrics, Markdown, and HTML opening with the chart
+    evaluate = Path(first["outputs"]["evaluation"]).parent
+    assert json.loads((evaluate / "metrics").read_text())["test_ndcg"] > 0
+    assert "ndcg per category" in (evaluate / "table").read_text()
+    assert '<img alt="NDCG and R-precision' in (evaluate / "table_html").read_text()
     summary = format_summary(first, tracking_uri=args["tracking_uri"])
     assert "ndcg per category" in summary and "llarapp v1" in summary and "mlflow ui" in summary
 

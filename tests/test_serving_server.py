@@ -442,3 +442,4 @@ def test_serving_benchmark_json(served, tiny, tmp_path):
     assert result["floor_ms"] > 0 and result["catalog_size"] == len(served[1].uris)
     assert (result["workers"], result["ranker"]) == (2, "torch")  # served: no ONNX export
     assert "| 8 |" in format_table(result)
+    assert Path(result["chart"]).read_bytes()[:4] == b"\x89PNG"  # the latency histogram

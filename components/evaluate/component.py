@@ -30,16 +30,19 @@ def evaluate(
     (MODEL_DIR).
 
     Files out: ``evaluation`` (a folder: ``evaluation.json`` -- per model ``overall``,
-    ``categories``, ``warm``, ``cold``, ``ms_per_case``; ``table.md``; ``table.html``);
+    ``categories``, ``warm``, ``cold``, ``ms_per_case``; ``table.md``; ``table.html``;
+    ``chart.png`` -- :func:`llarapp.evaluation.charts.quality_chart`);
     ``metrics`` (the candidate's overall and per-category scalars, each baseline's NDCG; also
     as JSON at its path);
     ``table`` (Markdown) and ``table_html`` (HTML): overall, then NDCG and R-precision per
-    challenge category, shown in the KFP UI.
+    challenge category, shown in the KFP UI; the HTML opens with the chart (inline: the UI
+    shows the artifact on its own).
     """
     import json
     import shutil
     from pathlib import Path
 
+    from llarapp.evaluation.charts import png_img_tag, quality_chart
     from llarapp.pipeline.stages import evaluate_models, kfp_metrics, seed_text_cache
     from llarapp.pipeline.status import run_stage
 
@@ -59,4 +62,7 @@ def evaluate(
         # a file at the path too: kfp.local's cache treats an output without one as missing
         Path(metrics.path).write_text(json.dumps(metrics.metadata, indent=2))
         shutil.copyfile(Path(evaluation.path) / "table.md", table.path)
-        shutil.copyfile(Path(evaluation.path) / "table.html", table_html.path)
+        chart = quality_chart(result, Path(evaluation.path) / "chart.png", "LLaRA++ vs baselines")
+        page = (Path(evaluation.path) / "table.html").read_text()
+        img = png_img_tag(chart, "NDCG and R-precision per challenge category, warm vs cold")
+        Path(table_html.path).write_text(page.replace("</h2>", "</h2>" + img, 1))

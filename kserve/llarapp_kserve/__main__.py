@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from llarapp.serving.client import check_port
+
 
 class JsonFormatter(logging.Formatter):
     """Structured logs: one JSON object per line (a JSON message is merged in)."""
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--workers={args.workers}: expected >= 1")
     if args.challenger is None and (args.canary_percent, args.canary_state) != (None, None):
         raise SystemExit("--canary-percent / --canary-state: expected --challenger DIR too")
+    if args.barrier_fds is None:  # a port in use: said now, not after loading the model
+        _fail_in_one_line(check_port, args.host, args.port)
     if args.workers > 1:
         rest = [a for i, a in enumerate(argv) if not _is_workers_flag(argv, i)]
         raise SystemExit(supervise(rest, args.workers))
@@ -144,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = sys.argv[:1]
     from llarapp_kserve.local import LocalServer
 
-    server = LocalServer(
+    server = _fail_in_one_line(
+        LocalServer,
         args.model,
         events=args.events,
         sample_rate=args.sample_rate,
@@ -156,6 +161,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     barrier = tuple(int(fd) for fd in args.barrier_fds.split(",")) if args.barrier_fds else None
     server.serve(args.host, args.port, barrier=barrier)
+
+
+def _fail_in_one_line(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; an error the user can fix (a bad model URI, a port in use, S3 or
+    MLflow unreachable) exits with one line saying what and how, instead of a traceback."""
+    from llarapp.errors import one_line
+
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        message = one_line(exc)
+        if message is None:
+            raise
+        raise SystemExit(f"llarapp serve: error: {message}") from None
 
 
 def _is_workers_flag(argv: list[str], i: int) -> bool:

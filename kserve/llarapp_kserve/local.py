@@ -15,7 +15,11 @@ plus:
   the share of ``/v1/recommend`` it answers (:mod:`llarapp.serving.canary`: sticky per
   ``playlist_id``, kept in a state file every worker re-reads), read or changed at run time:
   100 promotes, 0 rolls back. The challenger's steps run in this process beside the
-  champion's; only the champion's are registered as kserve models (``/v1/models``, ``/v2``).
+  champion's; only the champion's are registered as kserve models (``/v1/models``, ``/v2``);
+- ``GET /`` — the page to try it (``llarapp_kserve/web/index.html``: a title, seeds picked from
+  the catalogue, the recommendations with like / dislike buttons posting ``/v1/feedback``);
+- ``GET /v1/search?q=WORDS&limit=N`` — catalogue tracks for the page's seed picker
+  (:mod:`llarapp.serving.search`; ``limit`` 1..50, default 10).
 
 Every answer carries the ``model_version`` that made it; the request log, the feedback rows and
 ``llarapp_recommend_*`` / ``llarapp_feedback_total`` on ``/metrics`` are labelled with it.
@@ -43,12 +47,13 @@ from kserve import ModelServer
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
 from kserve.model_server import app
 from kserve.protocol.rest.server import RESTServer
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from llarapp.serving.canary import CanarySplit, check_percent
 from llarapp.serving.engine import ServingEngine
 from llarapp.serving.graph import read_sequence
 from llarapp.serving.request import Limits, RequestError, decode_json, parse_feedback
+from llarapp.serving.search import CatalogSearch, search_response
 from llarapp.serving.store import EventStore
 from llarapp_kserve.common import (
     FEEDBACK,
@@ -68,6 +73,9 @@ from llarapp_kserve.ranker.model import RankerModel
 from llarapp_kserve.retriever.model import RetrieverModel
 
 log = logging.getLogger("llarapp.serving")
+
+#: the page served at ``/`` (package data: an installed wheel serves it too)
+PAGE = Path(__file__).resolve().parent / "web" / "index.html"
 
 #: graph step name -> the model class serving it
 STEP_MODELS = {"encode": EncoderModel, "retrieve": RetrieverModel, "rank": RankerModel}
@@ -195,6 +203,7 @@ class LocalServer:
             challenger,
         )
         self.store = EventStore(events, sample_rate)
+        self.search_index = CatalogSearch.from_engine(self.core)
 
     def _load_challenger(self, uri: str) -> tuple[ServingEngine, list[StepModel]]:
         """``uri`` loaded as the challenger (a different model than the champion, or
@@ -243,6 +252,9 @@ class LocalServer:
         app.add_api_route("/v1/recommend", self.recommend, methods=["POST"])
         app.add_api_route("/v1/feedback", self.feedback, methods=["POST"])
         app.add_api_route("/v1/canary", self.canary, methods=["GET", "POST"])
+        # before kserve's own "/" (a liveness answer the manifests do not probe): the page
+        app.add_api_route("/", self.page, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/v1/search", self.search, methods=["GET"])
         app.add_middleware(
             BodyLimit,
             small=self.limits.max_body_bytes,
@@ -459,3 +471,23 @@ class LocalServer:
         with self._lock:
             self.challenger, self._challenger_uri = loaded, uri
             self.split.start(percent, uri)
+
+    # ------------------------------------------------------------------ the page
+    async def page(self) -> Response:
+        """The page to try the recommender (plain HTML and JavaScript, no build step)."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    async def search(self, request: Request) -> Response:
+        """``GET /v1/search?q=WORDS&limit=N``: catalogue tracks for the page's seed picker."""
+        status = 200
+        try:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(
+                executor(), search_response, self.search_index, request.query_params
+            )
+            response = json_response(found)
+        except RequestError as exc:
+            status = exc.status
+            response = json_response({"error": str(exc)}, status_code=status)
+        REQUESTS.labels("/v1/search", str(status)).inc()
+        return response

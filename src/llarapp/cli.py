@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from llarapp.errors import one_line
+
 log = logging.getLogger("llarapp")
 CANARY_PERCENT = 10.0  # the challenger's share by default, as manifests/overlays/canary
 
@@ -99,7 +101,7 @@ def cmd_behavior(args: argparse.Namespace) -> None:
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-    from llarapp.benchmark.quality import run_quality
+    from llarapp.benchmark.quality import chart_path, run_quality
     from llarapp.evaluation.report import format_tables
 
     models = args.models.split(",") if args.models else None
@@ -114,7 +116,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     )
     print(json.dumps(result["dataset"], indent=2))
     print(format_tables(result))
-    print(f"\nJSON: {args.out}")
+    print(f"\nJSON: {args.out}\nchart: {chart_path(args.out)}")
 
 
 def _given(**kwargs):
@@ -298,7 +300,8 @@ def default_serving_model(target: Path = Path("runs/serving")) -> str:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     """Run the local KServe server in place of this process (signals reach it directly)."""
-    from llarapp.serving.client import server_command, server_env
+    from llarapp.serving.client import check_port, server_command, server_env
+    from llarapp.serving.model_uri import resolve_model_uri
 
     model = args.model or default_serving_model()
     argv = server_command(model, args.port, args.host, "--events", args.events)
@@ -317,6 +320,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         argv += ["--canary-state", args.canary_state] if args.canary_state else []
     elif args.canary_state or args.canary_percent is not None:
         raise ValueError("--canary-percent / --canary-state: expected --challenger DIR too")
+    if not model.startswith(("s3://", "models:/")):  # a folder: checked here, in a second
+        resolve_model_uri(model)
+    check_port(args.host, args.port)  # before the server spends time loading the model
     os.execve(argv[0], argv, server_env())
 
 
@@ -394,7 +400,7 @@ def cmd_serving_bench(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     print(format_table(result))
-    print(f"\nJSON: {args.out}")
+    print(f"\nJSON: {args.out}\nlatency histogram: {result['chart']}")
 
 
 def _pipelines_runner() -> ModuleType:
@@ -438,7 +444,7 @@ def _pipeline_arguments(args: argparse.Namespace, data_uri: str) -> dict:
     return params
 
 
-def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> None:
+def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> dict:
     from llarapp.pipeline.stages import export_available
     from llarapp.pipeline.summary import format_summary
 
@@ -466,6 +472,7 @@ def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> None:
     )
     if not result["ok"]:
         raise RuntimeError(f"pipeline {args.pipeline} failed; details above and in {work}")
+    return result
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> None:
@@ -523,7 +530,42 @@ def cmd_demo(args: argparse.Namespace) -> None:
         defaults["tune_max_cases"] = 100
         defaults["export_options"] = QUICK_EXPORT_OPTIONS
     args.pipeline, args.compile, args.param, args.train_config = "training", False, [], None
-    _run_local(args, data, defaults)
+    result = _run_local(args, data, defaults)
+    print()
+    print(next_steps(Path(args.serving_target), result["outputs"].get("model")))
+
+
+#: the request the demo's closing lines send (a title only: the cold-start case)
+DEMO_REQUEST = '{"name": "summer road trip", "k": 5}'
+
+
+def next_steps(target: Path, trained: str | None = None, port: int = 8080) -> str:
+    """The demo's closing lines: the exact commands to serve and query what it deployed to
+    ``target`` (else the model it ``trained``, which the gate did not deploy), and the page's
+    address."""
+    from llarapp.pipeline.deploy import read_pointer
+
+    pointer = read_pointer(target)
+    exe = sys.argv[0] if Path(sys.argv[0]).name == "llarapp" else "llarapp"
+    serve = f"{exe} serve"
+    if pointer is None:
+        if trained is None:
+            return f"nothing deployed to {target} and no model trained; see above"
+        head = f"Nothing deployed to {target} (the gate said no); to try the trained model anyway:"
+        serve += f" --model {trained}"
+    else:
+        head = "Try it (the server in one terminal, the query in another):"
+        if target.resolve() != Path("runs/serving").resolve():  # not where `serve` looks
+            serve += f" --model {pointer['storage_uri']}"
+    url = f"http://127.0.0.1:{port}"
+    return "\n".join(
+        [
+            head,
+            f"  {serve}",
+            f"  curl -s {url}/v1/recommend -H 'Content-Type: application/json' -d '{DEMO_REQUEST}'",
+            f"  the page: {url}/",
+        ]
+    )
 
 
 # ``llarapp demo --quick`` / the tests: a small model, a short export benchmark
@@ -894,8 +936,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.fn(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"llarapp: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = one_line(exc)
+        if message is None:  # a bug: its traceback
+            raise
+        print(f"llarapp: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,6 +16,9 @@ JSON written to ``out``::
 
     {"dataset": {counts}, "models": {NAME: {"overall": {...}, "categories": {...},
      "warm": {...}, "cold": {...}, "ms_per_case": x, "tuning": [...]}}, "seconds": {STAGE: s}}
+
+and beside it the same name with ``.png``: every model's NDCG and R-precision per challenge
+category, warm vs cold (:func:`llarapp.evaluation.charts.quality_chart`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from llarapp.benchmark.timing import timed
 from llarapp.config import SplitConfig, TuneConfig
 from llarapp.data.ingest import IngestReport, ingest
 from llarapp.data.split import split
+from llarapp.evaluation.charts import quality_chart
 from llarapp.text import TextEncoder, default_cache_dir
 from llarapp.training.roster import MODELS, Roster, fit_and_evaluate
 
@@ -152,4 +156,10 @@ def run_quality(
     result = {"dataset": dataset, "models": results, "seconds": seconds}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
+    quality_chart(result, chart_path(out))
     return result
+
+
+def chart_path(out: Path | str) -> Path:
+    """Where the chart of the benchmark JSON ``out`` goes: beside it, ``.png``."""
+    return Path(out).with_suffix(".png")

@@ -15,7 +15,8 @@
 
 Files out: ``--out`` JSON ``{"c1": {"p50_ms", "p95_ms", "p99_ms", "rps", "errors",
 "requests"}, "c8": {...}, "floor_ms", "catalog_size", "p50_over_floor", "k", "seeds",
-"workers", "ranker" (onnx | torch), "distinct_titles", "model"}``. Titles repeat across
+"workers", "ranker" (onnx | torch), "distinct_titles", "model", "chart"}``, and beside it
+``FILE.png``: the latency histogram of each concurrency. Titles repeat across
 requests (and across the c1 / c8 passes), as they do in the MPD; the encoder caches title
 vectors, so repeated titles skip MiniLM.
 """
@@ -95,6 +96,7 @@ def run_serving_benchmark(
     from llarapp.config import SplitConfig
     from llarapp.data.ingest import ingest
     from llarapp.data.split import split
+    from llarapp.evaluation.charts import latency_histogram
     from llarapp.serving.client import replay, start_server, stop_server, wait_ready
 
     model_dir = Path(model_dir)
@@ -122,8 +124,11 @@ def run_serving_benchmark(
             wait_ready(url, proc)
             replay(url, encoded[:warmup], 1)
             result: dict = {}
+            latencies: dict[str, list[float]] = {}
             for c in concurrency:
-                result[f"c{c}"] = replay(url, encoded[warmup:], c).summary()
+                run = replay(url, encoded[warmup:], c)
+                result[f"c{c}"] = run.summary()
+                latencies[f"concurrency {c}"] = run.latencies_ms
                 log.info("serving c%d: %s", c, result[f"c{c}"])
         finally:
             stop_server(proc)
@@ -141,6 +146,9 @@ def run_serving_benchmark(
             "model": str(model_dir),
         }
     )
+    title = f"/v1/recommend latency: k={k}, {seeds} seeds, {workers} worker(s), ranker {ranker}"
+    chart = latency_histogram(latencies, Path(out).with_suffix(".png"), title)
+    result["chart"] = str(chart)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
     return result

@@ -31,6 +31,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`llarapp.errors.PortError` when ``host:port`` cannot be listened on (the
+    server's own bind, SO_REUSEADDR included, tried before the minutes of loading a model)."""
+    import errno
+
+    from llarapp.errors import PortError
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortError(
+                    f"port {port} on {host} is in use (another `llarapp serve`?): stop it, or "
+                    f"pass --port {free_port()}"
+                ) from exc
+            if exc.errno == errno.EACCES:
+                raise PortError(f"port {port} needs root: pass --port 8080 or above") from exc
+            raise PortError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): check --host"
+            ) from exc
+
+
 def server_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for ``python -m llarapp_kserve``: PYTHONPATH gains ``kserve/`` when the
     package is not installed (a source checkout)."""
