@@ -30,8 +30,9 @@ def _out(cls, path: Path):
 
 @pytest.fixture(scope="module")
 def champion(tiny, tmp_path_factory):
-    """``(tracking_uri, reference bodies, track URIs)``: the tiny model, with a reference
-    profile, registered as v1 with alias ``champion``."""
+    """``(tracking_uri, reference bodies, track URIs, registered)``: the tiny model, with a
+    reference profile, registered as v1 with alias ``champion``; ``registered``: its exported
+    folder, evaluation and gate decision (to register it elsewhere)."""
     from llarapp.config import SplitConfig
     from llarapp.data.dataset import load_cases
     from llarapp.data.split import split
@@ -62,7 +63,8 @@ def champion(tiny, tmp_path_factory):
     cases = [*load_cases(data, w / "split", "valid"), *load_cases(data, w / "split", "test")]
     bodies = [request_body(ec.case, 500) for ec in cases]
     named = zip(model.names.uris.tolist(), model.names.track_name.tolist(), strict=True)
-    return tracking, bodies, sorted(uri for uri, name in named if name)
+    registered = {"model_dir": w / "exported", "evaluation": evaluation, "gate": gate}
+    return tracking, bodies, sorted(uri for uri, name in named if name), registered
 
 
 def _log(events: Path, requests: list[dict], feedback: list[tuple[str, str, bool]]) -> None:
@@ -112,7 +114,7 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     from llarapp.pipeline.stages import RETRAIN_MARK
     from llarapp.pipeline.status import read_status
 
-    tracking, _, uris = champion
+    tracking, _, uris, _ = champion
     events = tmp_path / "events.db"
     feedback = [(f"req-{i}", uris[(3 * i + j) % len(uris)], j != 2)
                 for i in range(4) for j in range(3)]  # fmt: skip
@@ -175,7 +177,7 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
 def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     from llarapp.pipeline.stages import RETRAIN_MARK, export_feedback_batch
 
-    tracking, bodies, uris = champion
+    tracking, bodies, uris, _ = champion
     events = tmp_path / "events.db"
     _log(events, _clean(bodies), [("req-0", uris[0], True), ("req-1", uris[1], False)])
     report, scores = _out(dsl.HTML, tmp_path / "report"), _out(dsl.Metrics, tmp_path / "scores")
@@ -274,3 +276,49 @@ def test_start_canary_without_a_server_hands_the_cluster_its_request(tmp_path) -
         start(champion, "", 10)
     with pytest.raises(ValueError, match="expected http://HOST:PORT"):
         start(challenger, "https://example.org", 10)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_start_canary_posts_the_challenger_to_a_running_server(champion, tiny, tmp_path):
+    """A server started with the champion alone takes the deployed challenger from the canary
+    step's POST; the registry's ``canary`` alias then names it."""
+    from tiny_model import shuffled_copy
+
+    from llarapp.pipeline.canary import start_canary as start
+    from llarapp.pipeline.deploy import deploy
+    from llarapp.pipeline.registry import aliases, register_model
+    from llarapp.pipeline.stages import export_model_dir
+    from llarapp.serving.client import get, start_server, stop_server, wait_ready
+
+    *_, registered = champion
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own
+    register_model(**registered, tracking_uri=tracking)
+    shuffled_copy(tiny[2], tmp_path / "challenger")
+    export_model_dir(tmp_path / "challenger", tmp_path / "exported", export_format="none")
+    v2 = register_model(
+        tmp_path / "exported",
+        evaluation=registered["evaluation"],
+        gate=registered["gate"],
+        tracking_uri=tracking,
+        promote=False,
+    )
+    pointer = deploy(tmp_path / "exported", v2, str(tmp_path / "serving"), registered["gate"])
+    assert pointer["alias"] == "challenger"
+    # torch: these exports are export_format="none" (a manifest without an ONNX ranker)
+    proc, url = start_server(
+        str(registered["model_dir"]), None, "--events", str(tmp_path / "events.db"),
+        "--ranker-backend", "torch", log_file=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        wait_ready(url, proc)
+        result = start(pointer, url, 25)
+        state = json.loads(get(url, "/v1/canary")[1])
+    finally:
+        stop_server(proc)
+    assert result["started"] is True and result["mode"] == "server"
+    assert result["server"]["percent"] == 25.0 and state["percent"] == 25.0
+    assert state["challenger"] == result["server"]["challenger"] != state["champion"]
+    assert aliases(tracking) == {"champion": "1", "challenger": "2", "canary": "2"}
+    with pytest.raises(RuntimeError, match="no server answers"):
+        start(pointer, url, 25)  # the server is gone
