@@ -1,8 +1,9 @@
-"""The continuous pipeline end to end under ``kfp.local``: a champion in an MLflow registry, a
-serving event store with drifted traffic and feedback -> drift -> the champion fine-tuned on
-fresh data and the feedback -> registered as ``challenger`` only -> ``challenger.json`` -> the
-canary request; and, on clean traffic with too little feedback, no retraining (its steps called
-directly: a second local run would cost another minute).
+"""The continuous pipeline end to end under ``kfp.local``: a champion in an MLflow registry and
+serving (``llarapp serve``), an event store with drifted traffic and feedback -> drift -> the
+champion fine-tuned on fresh data and the feedback -> registered as ``challenger`` only ->
+``challenger.json`` -> its canary started on the server; and, on clean traffic with too little
+feedback, no retraining (its steps called directly: a second local run would cost another
+minute).
 
 The event stores are written with :class:`llarapp.serving.store.EventStore`, as the server
 writes them."""
@@ -113,8 +114,9 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     from llarapp.pipeline.registry import aliases, registry_client
     from llarapp.pipeline.stages import RETRAIN_MARK
     from llarapp.pipeline.status import read_status
+    from llarapp.serving.client import get, start_server, stop_server, wait_ready
 
-    tracking, _, uris, _ = champion
+    tracking, _, uris, registered = champion
     events = tmp_path / "events.db"
     feedback = [(f"req-{i}", uris[(3 * i + j) % len(uris)], j != 2)
                 for i in range(4) for j in range(3)]  # fmt: skip
@@ -138,7 +140,18 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
         "tracking_uri": tracking,
         "serving_target": str(tmp_path / "serving"),
     }
-    result = runner.run_local("continuous", args, tmp_path / "work")
+    # the champion serving (torch: these exports are export_format="none"); the canary step
+    # hands it the challenger
+    proc, url = start_server(
+        str(registered["model_dir"]), None, "--events", str(tmp_path / "server-events.db"),
+        "--ranker-backend", "torch", log_file=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        wait_ready(url, proc)
+        result = runner.run_local("continuous", {**args, "server_url": url}, tmp_path / "work")
+        state = json.loads(get(url, "/v1/canary")[1])
+    finally:
+        stop_server(proc)
     assert result["ok"], result["error"]
     outputs = result["outputs"]
     assert outputs["drift"] is True and outputs["retrain"] is True
@@ -157,8 +170,8 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     ingested = json.loads((run_dir / "ingest" / "data" / "ingest_report.json").read_text())
     assert ingested["feedback_batches"] == 1 and ingested["negatives"] == 4
 
-    # challenger only: the champion stays, the new version waits for its canary
-    assert aliases(tracking) == {"champion": "1", "challenger": "2"}
+    # challenger only: the champion stays, the new version is in its canary
+    assert aliases(tracking) == {"champion": "1", "challenger": "2", "canary": "2"}
     client, _ = registry_client(tracking)
     run = client.get_run(client.get_model_version("llarapp", "2").run_id)
     assert run.data.tags["llarapp.mode"] == "lora"  # the champion's ranker, fine-tuned
@@ -166,9 +179,10 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     assert pointer["version"] == "2" and pointer["alias"] == "challenger"
     assert not (tmp_path / "serving" / "current.json").exists()
     (canary,) = run_dir.glob("start-canary*/canary")
-    request = json.loads(canary.read_text())
-    assert request["mode"] == "cluster" and request["started"] is False
-    assert request["percent"] == 10.0 and request["challenger"] == pointer["storage_uri"]
+    started = json.loads(canary.read_text())
+    assert started["mode"] == "server" and started["started"] is True
+    assert started["percent"] == 10.0 and started["challenger"] == pointer["storage_uri"]
+    assert state["percent"] == 10.0 and state["challenger"] not in (None, state["champion"])
     mark = json.loads((tmp_path / "feedback" / RETRAIN_MARK).read_text())
     assert mark["last_id"] == 12
 
