@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,23 @@ def champion(tiny, tmp_path_factory):
     return tracking, bodies, sorted(uri for uri, name in named if name), registered
 
 
+@contextmanager
+def _serving(model_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """``llarapp serve`` on ``model_dir`` alone (no challenger yet); yields its URL. Torch
+    ranker: these exports are ``export_format="none"`` (a manifest without an ONNX ranker)."""
+    from llarapp.serving.client import start_server, stop_server, wait_ready
+
+    proc, url = start_server(
+        str(model_dir), None, "--events", str(tmp_path / "server-events.db"),
+        "--ranker-backend", "torch", log_file=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        stop_server(proc)
+
+
 def _log(events: Path, requests: list[dict], feedback: list[tuple[str, str, bool]]) -> None:
     """Write requests and feedback into an event store as ``llarapp serve`` does: each request
     logged and remembered (its context), each feedback ``(request_id, track_uri, liked)``."""
@@ -114,7 +133,7 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     from llarapp.pipeline.registry import aliases, registry_client
     from llarapp.pipeline.stages import RETRAIN_MARK
     from llarapp.pipeline.status import read_status
-    from llarapp.serving.client import get, start_server, stop_server, wait_ready
+    from llarapp.serving.client import get
 
     tracking, _, uris, registered = champion
     events = tmp_path / "events.db"
@@ -140,18 +159,9 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
         "tracking_uri": tracking,
         "serving_target": str(tmp_path / "serving"),
     }
-    # the champion serving (torch: these exports are export_format="none"); the canary step
-    # hands it the challenger
-    proc, url = start_server(
-        str(registered["model_dir"]), None, "--events", str(tmp_path / "server-events.db"),
-        "--ranker-backend", "torch", log_file=tmp_path / "server.log",
-    )  # fmt: skip
-    try:
-        wait_ready(url, proc)
+    with _serving(registered["model_dir"], tmp_path) as url:  # the canary step hands it v2
         result = runner.run_local("continuous", {**args, "server_url": url}, tmp_path / "work")
         state = json.loads(get(url, "/v1/canary")[1])
-    finally:
-        stop_server(proc)
     assert result["ok"], result["error"]
     outputs = result["outputs"]
     assert outputs["drift"] is True and outputs["retrain"] is True
@@ -303,7 +313,7 @@ def test_start_canary_posts_the_challenger_to_a_running_server(champion, tiny, t
     from llarapp.pipeline.deploy import deploy
     from llarapp.pipeline.registry import aliases, register_model
     from llarapp.pipeline.stages import export_model_dir
-    from llarapp.serving.client import get, start_server, stop_server, wait_ready
+    from llarapp.serving.client import get
 
     *_, registered = champion
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own
@@ -319,17 +329,9 @@ def test_start_canary_posts_the_challenger_to_a_running_server(champion, tiny, t
     )
     pointer = deploy(tmp_path / "exported", v2, str(tmp_path / "serving"), registered["gate"])
     assert pointer["alias"] == "challenger"
-    # torch: these exports are export_format="none" (a manifest without an ONNX ranker)
-    proc, url = start_server(
-        str(registered["model_dir"]), None, "--events", str(tmp_path / "events.db"),
-        "--ranker-backend", "torch", log_file=tmp_path / "server.log",
-    )  # fmt: skip
-    try:
-        wait_ready(url, proc)
+    with _serving(registered["model_dir"], tmp_path) as url:
         result = start(pointer, url, 25)
         state = json.loads(get(url, "/v1/canary")[1])
-    finally:
-        stop_server(proc)
     assert result["started"] is True and result["mode"] == "server"
     assert result["server"]["percent"] == 25.0 and state["percent"] == 25.0
     assert state["challenger"] == result["server"]["challenger"] != state["champion"]
