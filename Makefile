@@ -7,7 +7,12 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format bench-quality clean
+# checkov (the policy scan of tests/test_manifests.py) in its own venv: it pins packages the
+# project's venv needs newer
+POLICY := .venv-policy
+POLICY_STAMP := $(POLICY)/.installed
+
+.PHONY: install policy-venv demo test lint format bench-quality clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +22,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(POLICY_STAMP):
+	test -x $(POLICY)/bin/python || $(PY) -m venv $(POLICY)
+	$(POLICY)/bin/python -m pip install --quiet "checkov==3.3.30"
+	touch $(POLICY_STAMP)
+
+policy-venv: $(POLICY_STAMP)
+
 ## make demo [DATA=../shared/data/mpd-dev] [DEMO_ARGS=--quick]: synthetic (or your) MPD -> the
 ## local training pipeline (kfp.local): ingest -> split -> features -> train -> evaluate -> gate ->
 ## export -> register (MLflow, runs/demo/mlflow.db) -> deploy (runs/serving/current.json) -> summary
@@ -24,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/llarapp demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
 ## make test: format check, lint, architecture rules (import contracts), then every test
-test: $(STAMP) lint
+test: $(STAMP) $(POLICY_STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

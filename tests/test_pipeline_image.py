@@ -13,6 +13,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from cluster_files import apply_copies, build_context
 
 from components.image import IMAGE, REPOSITORY
 
@@ -73,11 +74,11 @@ def test_image_install_steps_in_a_clean_venv(tmp_path: Path) -> None:
     The CPU torch index comes from ``PIP_EXTRA_INDEX_URL`` in the image (an ARG); here pip's
     own configuration supplies the CPU wheel. The pip cache is used, so a rerun is quicker.
     """
-    ctx = tmp_path / "ctx"
+    context, ctx = tmp_path / "context", tmp_path / "ctx"  # the build context, the WORKDIR
+    context.mkdir()
     ctx.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, ctx / name)
-    shutil.copytree(ROOT / "src", ctx / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    build_context(DOCKERFILE, context)
+    apply_copies(DOCKERFILE, context, ctx)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     bindir = env_dir / "bin"
@@ -93,7 +94,8 @@ def test_image_install_steps_in_a_clean_venv(tmp_path: Path) -> None:
             ["bash", "-c", command], cwd=ctx, env=env, capture_output=True, text=True
         )
         assert proc.returncode == 0, f"RUN {arg}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    check = "import torch, kfp, llarapp; print(torch.__version__, torch.cuda.is_available())"
+    check = "import torch, kfp, llarapp, llarapp_kserve; print(torch.__version__, "
+    check += "torch.cuda.is_available())"
     out = subprocess.run(
         [str(bindir / "python"), "-c", check], env=env, capture_output=True, text=True, check=True
     ).stdout

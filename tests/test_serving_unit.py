@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from llarapp.serving.request import (
 )
 from llarapp.serving.store import EventStore, read_feedback
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "kserve" / "manifests"
+GRAPH = Path(__file__).resolve().parents[1] / "manifests" / "base" / "inference-graph.yaml"
 
 
 # ---------------------------------------------------------------------------- requests
@@ -95,7 +93,7 @@ def test_parse_feedback():
 
 # ---------------------------------------------------------------------------- graph
 def test_graph_sequence_from_manifest():
-    steps = read_sequence(MANIFESTS / "inference-graph.yaml")
+    steps = read_sequence(GRAPH)
     assert [(s.name, s.service) for s in steps] == [
         ("encode", "encoder"),
         ("retrieve", "retriever"),
@@ -105,102 +103,15 @@ def test_graph_sequence_from_manifest():
 
 
 def test_graph_reader_rejects_soft_or_non_sequence(tmp_path):
-    doc = yaml.safe_load((MANIFESTS / "inference-graph.yaml").read_text())
-    doc["spec"]["nodes"]["root"]["steps"][1]["dependency"] = "Soft"
+    doc = yaml.safe_load(GRAPH.read_text())
+    doc["spec"]["nodes"]["champion"]["steps"][1]["dependency"] = "Soft"
     (tmp_path / "soft.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ValueError, match="expected 'Hard'"):
         read_sequence(tmp_path / "soft.yaml")
     doc["spec"]["nodes"]["root"]["routerType"] = "Ensemble"
     (tmp_path / "ens.yaml").write_text(yaml.safe_dump(doc))
-    with pytest.raises(ValueError, match="Sequence"):
+    with pytest.raises(ValueError, match="Sequence or Splitter"):
         read_sequence(tmp_path / "ens.yaml")
-
-
-# ---------------------------------------------------------------------------- manifests
-def _check(data, klass, path: str) -> None:
-    """Every key of ``data`` is a field of the SDK model ``klass`` (recursively), typed right."""
-    import kserve.models as ks
-    import kubernetes.client.models as k8s
-
-    if isinstance(klass, str):
-        if klass.startswith("list["):
-            assert isinstance(data, list), f"{path}: expected a list"
-            for i, item in enumerate(data):
-                _check(item, klass[5:-1], f"{path}[{i}]")
-            return
-        if klass.startswith("dict("):
-            assert isinstance(data, dict), f"{path}: expected a mapping"
-            for key, value in data.items():
-                _check(value, klass[5:-1].split(", ", 1)[1], f"{path}.{key}")
-            return
-        natives = {"str": str, "int": int, "bool": bool, "float": (int, float)}
-        if klass in natives:
-            assert isinstance(data, natives[klass]), f"{path}: expected {klass}, got {data!r}"
-            return
-        if klass == "object":
-            return
-        klass = getattr(ks, klass, None) or getattr(k8s, klass)
-    if not klass.openapi_types:  # e.g. resource.Quantity
-        return
-    assert isinstance(data, dict), f"{path}: expected a mapping for {klass.__name__}"
-    fields = {v: k for k, v in klass.attribute_map.items()}
-    unknown = sorted(set(data) - set(fields))
-    assert not unknown, f"{path}: {unknown} are not fields of {klass.__name__}"
-    for key, value in data.items():
-        _check(value, klass.openapi_types[fields[key]], f"{path}.{key}")
-
-
-def _documents() -> list[dict]:
-    docs = []
-    for file in sorted(MANIFESTS.glob("*.yaml")):
-        if file.name != "kustomization.yaml":
-            docs += [d for d in yaml.safe_load_all(file.read_text()) if d]
-    return docs
-
-
-def test_manifests_validate_against_the_kserve_sdk():
-    from kserve import V1alpha1InferenceGraph, V1beta1InferenceService
-
-    docs = _documents()
-    kinds = [d["kind"] for d in docs]
-    assert kinds.count("InferenceService") == 3 and kinds.count("InferenceGraph") == 1
-    import kubernetes.client as k8s
-
-    for d in docs:
-        klass = {
-            "InferenceService": V1beta1InferenceService,
-            "InferenceGraph": V1alpha1InferenceGraph,
-            "ServiceAccount": k8s.V1ServiceAccount,
-            "Secret": k8s.V1Secret,
-            "Namespace": k8s.V1Namespace,
-        }[d["kind"]]
-        _check(d, klass, f"{d['kind']}/{d['metadata']['name']}")
-    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "InferenceService"}
-    steps = [s.service for s in read_sequence(MANIFESTS / "inference-graph.yaml")]
-    assert sorted(steps) == sorted(services)  # every step is a service, every service a step
-    for name, isvc in services.items():
-        pred = isvc["spec"]["predictor"]
-        container = pred["containers"][0]
-        assert pred["serviceAccountName"] == "llarapp-serving"
-        assert container["command"][-1] == f"llarapp_kserve.{name}"
-        assert container["readinessProbe"]["httpGet"]["path"] == f"/v2/models/{name}/ready"
-        assert container["resources"]["limits"] and container["resources"]["requests"]
-        assert isvc["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"]
-    assert services["ranker"]["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"]
-
-
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-def test_kustomize_renders():
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(MANIFESTS)], capture_output=True, text=True, check=True
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
-    assert {d["kind"] for d in docs} >= {"InferenceService", "InferenceGraph", "ServiceAccount"}
-    assert all(
-        d["metadata"].get("namespace") == "llarapp" for d in docs if d["kind"] != "Namespace"
-    )
 
 
 # ---------------------------------------------------------------------------- event store

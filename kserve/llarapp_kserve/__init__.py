@@ -9,7 +9,7 @@ Each server is a small package (``__main__.py`` + ``model.py``) around one step 
 
 ``python -m llarapp_kserve --model DIR`` (what ``llarapp serve`` runs) hosts all three in one
 ``kserve.ModelServer`` on 127.0.0.1, plus ``POST /v1/recommend`` (walks the InferenceGraph
-Sequence of ``kserve/manifests/inference-graph.yaml``) and ``POST /v1/feedback``; with
+champion Sequence of ``manifests/base/inference-graph.yaml``) and ``POST /v1/feedback``; with
 ``--challenger DIR`` it hosts a second model too and splits ``/v1/recommend`` between them
 (``GET`` / ``POST /v1/canary``).
 """

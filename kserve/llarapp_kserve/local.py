@@ -5,8 +5,8 @@ in one ``kserve.ModelServer`` bound to 127.0.0.1, with the stock KServe routes
 (``/v1/models/NAME:predict``, ``/v2/models/NAME/infer``, ``/v2/health/ready``, ``/metrics``)
 plus:
 
-- ``POST /v1/recommend`` — a person's request; walks the root ``Sequence`` of the
-  InferenceGraph manifest (``kserve/manifests/inference-graph.yaml``), step by step, each step
+- ``POST /v1/recommend`` — a person's request; walks the champion's ``Sequence`` of the
+  InferenceGraph manifest (``manifests/base/inference-graph.yaml``), step by step, each step
   served by the model the manifest names; answers ``{"recommended_tracks", "model_version",
   "request_id"}``;
 - ``POST /v1/feedback`` — ``{"request_id" | "playlist_id", "track_uri", "liked"}``; stored
@@ -74,13 +74,10 @@ STEP_MODELS = {"encode": EncoderModel, "retrieve": RetrieverModel, "rank": Ranke
 
 
 def default_graph_path() -> Path:
-    """``$LLARAPP_GRAPH``, else the manifest next to this package (``kserve/manifests``)."""
+    """``$LLARAPP_GRAPH``, else the graph shipped in this package (package data; in a source
+    checkout a link to ``manifests/base/inference-graph.yaml``, the file kustomize deploys)."""
     env = os.environ.get("LLARAPP_GRAPH")
-    return (
-        Path(env)
-        if env
-        else Path(__file__).resolve().parents[1] / "manifests" / ("inference-graph.yaml")
-    )
+    return Path(env) if env else Path(__file__).resolve().with_name("inference-graph.yaml")
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

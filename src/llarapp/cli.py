@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 log = logging.getLogger("llarapp")
-CANARY_PERCENT = 10.0  # the challenger's share by default, as kserve/manifests/ranker.yaml
+CANARY_PERCENT = 10.0  # the challenger's share by default, as manifests/overlays/canary
 
 
 def _positive(value: str) -> int:
@@ -353,6 +353,13 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     rules = RolloutRules(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(RolloutRules)}
     )
+    cluster = None
+    if args.kubectl_namespace:  # the InferenceGraph's Splitter moves with the local split
+        from functools import partial
+
+        from llarapp.pipeline.cluster import move_traffic
+
+        cluster = partial(move_traffic, namespace=args.kubectl_namespace)
     deadline = time.monotonic() + args.watch
     while True:
         decision = decide(*live_stats(args.server, args.events), rules)
@@ -362,6 +369,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
             server=args.server,
             target=args.target,
             tracking_uri=args.tracking_uri,
+            cluster=cluster,
         )
         print(f"{record['at']} {decision.action}: {decision.reason}", flush=True)
         if decision.action != WAIT or time.monotonic() + args.interval > deadline:
@@ -802,6 +810,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="deploy target (current.json, challenger.json)")
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow registry whose aliases move (with --target)"
+    )
+    p.add_argument(
+        "--kubectl-namespace",
+        default=None,
+        help="also move the InferenceGraph's Splitter in this namespace (kubectl patch)",
     )
     p.add_argument("--watch", type=float, default=0.0, help="keep deciding for this many s")
     p.add_argument("--interval", type=float, default=30.0, help="s between decisions")

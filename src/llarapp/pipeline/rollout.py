@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,6 +294,7 @@ def act(
     target: str | Path | None = None,
     tracking_uri: str | None = None,
     model_name: str = MODEL_NAME,
+    cluster: Callable[[str], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Carry out ``decision`` (module docstring) and record it; returns the audit record.
 
@@ -303,12 +305,15 @@ def act(
         decision: From :func:`decide`.
         audit_log: JSON lines, one record a decision, appended and fsync'd.
         server: The server's base URL (``POST /v1/canary``: 100 on promote, 0 on rollback);
-            None leaves traffic alone (a cluster's splitter is patched by its own tooling).
+            None leaves its traffic alone.
         target: The deploy target holding ``current.json`` / ``challenger.json`` (a local
             folder or ``s3://``); its ``challenger.json`` names the registered version.
         tracking_uri: The MLflow registry whose aliases move (needs ``target``); None leaves
             the registry alone.
         model_name: The registered model.
+        cluster: Moves a cluster's traffic for a promote or rollback, given the action, and
+            returns what it moved (e.g. :func:`llarapp.pipeline.cluster.move_traffic` bound to
+            a namespace: the InferenceGraph's Splitter); None leaves the cluster alone.
 
     Raises:
         ValueError: A promotion or rollback while ``target`` has no live ``challenger.json``,
@@ -333,6 +338,8 @@ def act(
         if status != 200:
             raise RuntimeError(f"POST {server}/v1/canary answered {status}: {out}")
         moved["traffic_percent"] = percent
+    if moving and cluster is not None:
+        moved["cluster"] = cluster(decision.action)
     if moving and pointer is not None:
         if decision.action == PROMOTE:
             champion = {**pointer, "alias": CHAMPION, "promoted_at": now}
