@@ -25,6 +25,10 @@ from components.decide_retrain.component import decide_retrain
 from pipelines import runner
 
 WINDOW = 40  # the test's window: the tiny champion's reference holds this many requests or more
+# a name no other test registers: downloads of models:/NAME/VERSION are cached by name and
+# version in $LLARAPP_CACHE, whichever registry they came from
+MODEL = "llarapp-loop"
+CHAMPION = f"models:/{MODEL}@champion"
 
 
 def _out(cls, path: Path):
@@ -60,7 +64,7 @@ def champion(tiny, tmp_path_factory):
     export_model_dir(w / "model", w / "exported", export_format="none")
     tracking = f"sqlite:///{w / 'mlflow.db'}"
     registered = register_model(
-        w / "exported", evaluation=evaluation, gate=gate, tracking_uri=tracking
+        w / "exported", evaluation=evaluation, gate=gate, tracking_uri=tracking, model_name=MODEL
     )
     assert registered["version"] == "1" and registered["promoted"]
     cases = [*load_cases(data, w / "split", "valid"), *load_cases(data, w / "split", "test")]
@@ -145,6 +149,8 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
         "data_uri": str(mpd),
         "request_log": str(events),
         "events": str(events),
+        "champion": CHAMPION,
+        "model_name": MODEL,
         "feedback_out": str(tmp_path / "feedback"),
         "window": WINDOW,
         "min_feedback": 10,
@@ -181,9 +187,9 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     assert ingested["feedback_batches"] == 1 and ingested["negatives"] == 4
 
     # challenger only: the champion stays, the new version is in its canary
-    assert aliases(tracking) == {"champion": "1", "challenger": "2", "canary": "2"}
+    assert aliases(tracking, MODEL) == {"champion": "1", "challenger": "2", "canary": "2"}
     client, _ = registry_client(tracking)
-    run = client.get_run(client.get_model_version("llarapp", "2").run_id)
+    run = client.get_run(client.get_model_version(MODEL, "2").run_id)
     assert run.data.tags["llarapp.mode"] == "lora"  # the champion's ranker, fine-tuned
     pointer = json.loads((tmp_path / "serving" / "challenger.json").read_text())
     assert pointer["version"] == "2" and pointer["alias"] == "challenger"
@@ -206,7 +212,7 @@ def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     _log(events, _clean(bodies), [("req-0", uris[0], True), ("req-1", uris[1], False)])
     report, scores = _out(dsl.HTML, tmp_path / "report"), _out(dsl.Metrics, tmp_path / "scores")
     drift = check_drift.python_func(
-        champion="models:/llarapp@champion",
+        champion=CHAMPION,
         request_log=str(events),
         window=len(bodies),
         tracking_uri=tracking,
@@ -217,7 +223,7 @@ def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     assert scores.metadata["checked"] == 1.0 and scores.metadata["drift"] == 0.0
     assert "<html" in Path(report.path).read_text().lower()
     unchecked = check_drift.python_func(
-        champion="models:/llarapp@champion",
+        champion=CHAMPION,
         request_log=str(events),
         window=len(bodies) + 1,
         tracking_uri=tracking,
@@ -227,7 +233,7 @@ def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     assert unchecked.drift is False and unchecked.requests == 0
     assert unchecked.reason.startswith(f"not checked: {len(bodies)} request(s) logged")
     exported = export_feedback_batch(
-        events, tmp_path / "feedback", "models:/llarapp@champion", tmp_path / "batch",
+        events, tmp_path / "feedback", CHAMPION, tmp_path / "batch",
         tracking_uri=tracking,
     )  # fmt: skip
     assert exported["events"] == 2 and exported["feedback_uri"] == str(tmp_path / "feedback")
