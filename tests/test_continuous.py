@@ -1,8 +1,9 @@
-"""The continuous pipeline end to end under ``kfp.local``: a champion in an MLflow registry, a
-serving event store with drifted traffic and feedback -> drift -> the champion fine-tuned on
-fresh data and the feedback -> registered as ``challenger`` only -> ``challenger.json`` -> the
-canary request; and, on clean traffic with too little feedback, no retraining (its steps called
-directly: a second local run would cost another minute).
+"""The continuous pipeline end to end under ``kfp.local``: a champion in an MLflow registry and
+serving (``llarapp serve``), an event store with drifted traffic and feedback -> drift -> the
+champion fine-tuned on fresh data and the feedback -> registered as ``challenger`` only ->
+``challenger.json`` -> its canary started on the server; and, on clean traffic with too little
+feedback, no retraining (its steps called directly: a second local run would cost another
+minute).
 
 The event stores are written with :class:`llarapp.serving.store.EventStore`, as the server
 writes them."""
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,10 @@ from components.decide_retrain.component import decide_retrain
 from pipelines import runner
 
 WINDOW = 40  # the test's window: the tiny champion's reference holds this many requests or more
+# a name no other test registers: downloads of models:/NAME/VERSION are cached by name and
+# version in $LLARAPP_CACHE, whichever registry they came from
+MODEL = "llarapp-loop"
+CHAMPION = f"models:/{MODEL}@champion"
 
 
 def _out(cls, path: Path):
@@ -30,8 +37,9 @@ def _out(cls, path: Path):
 
 @pytest.fixture(scope="module")
 def champion(tiny, tmp_path_factory):
-    """``(tracking_uri, reference bodies, track URIs)``: the tiny model, with a reference
-    profile, registered as v1 with alias ``champion``."""
+    """``(tracking_uri, reference bodies, track URIs, registered)``: the tiny model, with a
+    reference profile, registered as v1 with alias ``champion``; ``registered``: its exported
+    folder, evaluation and gate decision (to register it elsewhere)."""
     from llarapp.config import SplitConfig
     from llarapp.data.dataset import load_cases
     from llarapp.data.split import split
@@ -56,13 +64,31 @@ def champion(tiny, tmp_path_factory):
     export_model_dir(w / "model", w / "exported", export_format="none")
     tracking = f"sqlite:///{w / 'mlflow.db'}"
     registered = register_model(
-        w / "exported", evaluation=evaluation, gate=gate, tracking_uri=tracking
+        w / "exported", evaluation=evaluation, gate=gate, tracking_uri=tracking, model_name=MODEL
     )
     assert registered["version"] == "1" and registered["promoted"]
     cases = [*load_cases(data, w / "split", "valid"), *load_cases(data, w / "split", "test")]
     bodies = [request_body(ec.case, 500) for ec in cases]
     named = zip(model.names.uris.tolist(), model.names.track_name.tolist(), strict=True)
-    return tracking, bodies, sorted(uri for uri, name in named if name)
+    registered = {"model_dir": w / "exported", "evaluation": evaluation, "gate": gate}
+    return tracking, bodies, sorted(uri for uri, name in named if name), registered
+
+
+@contextmanager
+def _serving(model_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """``llarapp serve`` on ``model_dir`` alone (no challenger yet); yields its URL. Torch
+    ranker: these exports are ``export_format="none"`` (a manifest without an ONNX ranker)."""
+    from llarapp.serving.client import start_server, stop_server, wait_ready
+
+    proc, url = start_server(
+        str(model_dir), None, "--events", str(tmp_path / "server-events.db"),
+        "--ranker-backend", "torch", log_file=tmp_path / "server.log",
+    )  # fmt: skip
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        stop_server(proc)
 
 
 def _log(events: Path, requests: list[dict], feedback: list[tuple[str, str, bool]]) -> None:
@@ -111,8 +137,9 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     from llarapp.pipeline.registry import aliases, registry_client
     from llarapp.pipeline.stages import RETRAIN_MARK
     from llarapp.pipeline.status import read_status
+    from llarapp.serving.client import get
 
-    tracking, _, uris = champion
+    tracking, _, uris, registered = champion
     events = tmp_path / "events.db"
     feedback = [(f"req-{i}", uris[(3 * i + j) % len(uris)], j != 2)
                 for i in range(4) for j in range(3)]  # fmt: skip
@@ -122,6 +149,8 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
         "data_uri": str(mpd),
         "request_log": str(events),
         "events": str(events),
+        "champion": CHAMPION,
+        "model_name": MODEL,
         "feedback_out": str(tmp_path / "feedback"),
         "window": WINDOW,
         "min_feedback": 10,
@@ -136,7 +165,9 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
         "tracking_uri": tracking,
         "serving_target": str(tmp_path / "serving"),
     }
-    result = runner.run_local("continuous", args, tmp_path / "work")
+    with _serving(registered["model_dir"], tmp_path) as url:  # the canary step hands it v2
+        result = runner.run_local("continuous", {**args, "server_url": url}, tmp_path / "work")
+        state = json.loads(get(url, "/v1/canary")[1])
     assert result["ok"], result["error"]
     outputs = result["outputs"]
     assert outputs["drift"] is True and outputs["retrain"] is True
@@ -155,18 +186,19 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
     ingested = json.loads((run_dir / "ingest" / "data" / "ingest_report.json").read_text())
     assert ingested["feedback_batches"] == 1 and ingested["negatives"] == 4
 
-    # challenger only: the champion stays, the new version waits for its canary
-    assert aliases(tracking) == {"champion": "1", "challenger": "2"}
+    # challenger only: the champion stays, the new version is in its canary
+    assert aliases(tracking, MODEL) == {"champion": "1", "challenger": "2", "canary": "2"}
     client, _ = registry_client(tracking)
-    run = client.get_run(client.get_model_version("llarapp", "2").run_id)
+    run = client.get_run(client.get_model_version(MODEL, "2").run_id)
     assert run.data.tags["llarapp.mode"] == "lora"  # the champion's ranker, fine-tuned
     pointer = json.loads((tmp_path / "serving" / "challenger.json").read_text())
     assert pointer["version"] == "2" and pointer["alias"] == "challenger"
     assert not (tmp_path / "serving" / "current.json").exists()
     (canary,) = run_dir.glob("start-canary*/canary")
-    request = json.loads(canary.read_text())
-    assert request["mode"] == "cluster" and request["started"] is False
-    assert request["percent"] == 10.0 and request["challenger"] == pointer["storage_uri"]
+    started = json.loads(canary.read_text())
+    assert started["mode"] == "server" and started["started"] is True
+    assert started["percent"] == 10.0 and started["challenger"] == pointer["storage_uri"]
+    assert state["percent"] == 10.0 and state["challenger"] not in (None, state["champion"])
     mark = json.loads((tmp_path / "feedback" / RETRAIN_MARK).read_text())
     assert mark["last_id"] == 12
 
@@ -175,12 +207,12 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
 def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     from llarapp.pipeline.stages import RETRAIN_MARK, export_feedback_batch
 
-    tracking, bodies, uris = champion
+    tracking, bodies, uris, _ = champion
     events = tmp_path / "events.db"
     _log(events, _clean(bodies), [("req-0", uris[0], True), ("req-1", uris[1], False)])
     report, scores = _out(dsl.HTML, tmp_path / "report"), _out(dsl.Metrics, tmp_path / "scores")
     drift = check_drift.python_func(
-        champion="models:/llarapp@champion",
+        champion=CHAMPION,
         request_log=str(events),
         window=len(bodies),
         tracking_uri=tracking,
@@ -191,7 +223,7 @@ def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     assert scores.metadata["checked"] == 1.0 and scores.metadata["drift"] == 0.0
     assert "<html" in Path(report.path).read_text().lower()
     unchecked = check_drift.python_func(
-        champion="models:/llarapp@champion",
+        champion=CHAMPION,
         request_log=str(events),
         window=len(bodies) + 1,
         tracking_uri=tracking,
@@ -201,7 +233,7 @@ def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     assert unchecked.drift is False and unchecked.requests == 0
     assert unchecked.reason.startswith(f"not checked: {len(bodies)} request(s) logged")
     exported = export_feedback_batch(
-        events, tmp_path / "feedback", "models:/llarapp@champion", tmp_path / "batch",
+        events, tmp_path / "feedback", CHAMPION, tmp_path / "batch",
         tracking_uri=tracking,
     )  # fmt: skip
     assert exported["events"] == 2 and exported["feedback_uri"] == str(tmp_path / "feedback")
@@ -274,3 +306,41 @@ def test_start_canary_without_a_server_hands_the_cluster_its_request(tmp_path) -
         start(champion, "", 10)
     with pytest.raises(ValueError, match="expected http://HOST:PORT"):
         start(challenger, "https://example.org", 10)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_start_canary_posts_the_challenger_to_a_running_server(champion, tiny, tmp_path):
+    """A server started with the champion alone takes the deployed challenger from the canary
+    step's POST; the registry's ``canary`` alias then names it."""
+    from tiny_model import shuffled_copy
+
+    from llarapp.pipeline.canary import start_canary as start
+    from llarapp.pipeline.deploy import deploy
+    from llarapp.pipeline.registry import aliases, register_model
+    from llarapp.pipeline.stages import export_model_dir
+    from llarapp.serving.client import get
+
+    *_, registered = champion
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own
+    register_model(**registered, tracking_uri=tracking)
+    shuffled_copy(tiny[2], tmp_path / "challenger")
+    export_model_dir(tmp_path / "challenger", tmp_path / "exported", export_format="none")
+    v2 = register_model(
+        tmp_path / "exported",
+        evaluation=registered["evaluation"],
+        gate=registered["gate"],
+        tracking_uri=tracking,
+        promote=False,
+    )
+    pointer = deploy(tmp_path / "exported", v2, str(tmp_path / "serving"), registered["gate"])
+    assert pointer["alias"] == "challenger"
+    with _serving(registered["model_dir"], tmp_path) as url:
+        result = start(pointer, url, 25)
+        state = json.loads(get(url, "/v1/canary")[1])
+    assert result["started"] is True and result["mode"] == "server"
+    assert result["server"]["percent"] == 25.0 and state["percent"] == 25.0
+    assert state["challenger"] == result["server"]["challenger"] != state["champion"]
+    assert aliases(tracking) == {"champion": "1", "challenger": "2", "canary": "2"}
+    with pytest.raises(RuntimeError, match="no server answers"):
+        start(pointer, url, 25)  # the server is gone

@@ -158,7 +158,8 @@ def resolve_model(uri: str, tracking_uri: str | None = None):
     from llarapp.serving.model_uri import resolve_model_uri
     from llarapp.training.llara import configure_mlflow
 
-    configure_mlflow(tracking_uri or None)
+    if uri.startswith("models:/"):
+        configure_mlflow(tracking_uri or None)
     return resolve_model_uri(uri)
 
 
