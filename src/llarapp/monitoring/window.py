@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from llarapp.data.dataset import load_cases
+from llarapp.data.dataset import load_cases, load_train
+from llarapp.data.split import FOLDS_FILE
 from llarapp.models.base import ARRAYS_FILE
 from llarapp.serving.request import RecommendRequest, RequestError, parse_recommend, request_body
 from llarapp.text import DIM
@@ -62,6 +64,18 @@ class Catalogue:
         with np.load(path, allow_pickle=False) as z:
             uris, pop = z["track_uris"], z["popularity"].astype(np.float64)
         return cls(dict(zip(uris.tolist(), pop.tolist(), strict=True)))
+
+    @classmethod
+    def of_training_fold(cls, data_dir: Path | str, split_dir: Path | str) -> Catalogue:
+        """The tracks of the split's training playlists, each counted in how many of them hold
+        it, scaled by ``fitted / training`` playlists (fitted: every fold but distractors, what
+        the served model counts over)."""
+        folds = pq.read_table(Path(split_dir) / FOLDS_FILE, columns=["fold"]).column("fold")
+        counts = pd.Series(folds.to_pylist()).value_counts()
+        scale = (counts.sum() - counts.get("distractor", 0)) / max(counts.get("train", 0), 1)
+        train = load_train(data_dir, split_dir)
+        pop = np.asarray(train.matrix.sum(axis=0)).ravel() * scale
+        return cls(dict(zip(train.track_uris.tolist(), pop.tolist(), strict=True)))
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,13 @@ def write_reference(
     training split as ``/v1/recommend`` bodies (held-out playlists, the traffic the model was
     chosen on), saved to ``MODEL_DIR/reference/`` (:meth:`Window.save`).
 
+    The cases are profiled as new listeners look to the served model: against the catalogue of
+    the split's training fold (a seed only held-out playlists hold is unknown, as a new
+    listener's own tracks are), with popularity counts scaled to the served model's (it was
+    fitted on every playlist but distractors: ``fitted / training-fold`` playlists). Profiled
+    against the served catalogue, which holds every held-out track, the reference would know
+    every seed and any real traffic would look drifted.
+
     Raises:
         ValueError: The split has no validation or test case.
     """
@@ -173,7 +194,7 @@ def write_reference(
     if not cases:
         raise ValueError(f"{split_dir}: no validation or test case to profile")
     bodies = [request_body(ec.case, k) for ec in cases]
-    window = window_from_bodies(bodies, Catalogue.from_model(model_dir), encode)
+    window = window_from_bodies(bodies, Catalogue.of_training_fold(data_dir, split_dir), encode)
     window.save(Path(model_dir) / REFERENCE_DIR)
     return window
 
