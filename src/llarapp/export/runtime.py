@@ -77,8 +77,13 @@ def load_text_encoder(model_dir: Path | str, **kwargs) -> OnnxTextEncoder:
         model_dir: A trained LLaRA++ folder with an ``onnx/`` export.
         **kwargs: :class:`~llarapp.text.runtime.OnnxTextEncoder` arguments; ``threads`` and
             ``provider`` default to the manifest's.
+
+    Raises:
+        KeyError: the export has no encoder (``encoder=False``).
     """
     enc = load_manifest(model_dir)["encoder"]
+    if enc is None:  # exported with encoder=False (a quick export)
+        raise KeyError(f"{model_dir}: the ONNX export has no text encoder")
     root = Path(model_dir) / ONNX_DIR
     kwargs.setdefault("threads", int(enc["intra_op_num_threads"]))
     kwargs.setdefault("provider", enc["provider"])

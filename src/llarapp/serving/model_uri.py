@@ -107,7 +107,9 @@ def _resolve_mlflow(uri: str, cache: Path) -> ResolvedModel:
         mv = client.get_model_version_by_alias(name, match["alias"])
     else:
         mv = client.get_model_version(name, match["version"])
-    target = cache / f"mlflow-{name}-v{mv.version}"
+    # the version's source names it: another registry's "v1" is another model
+    source = hashlib.sha1(f"{mv.run_id} {mv.source}".encode()).hexdigest()[:12]
+    target = cache / f"mlflow-{name}-v{mv.version}-{source}"
     if not (target / ".complete").is_file():
         target.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s (version %s) to %s", uri, mv.version, target)

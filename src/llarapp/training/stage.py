@@ -162,8 +162,10 @@ def align(source: Stage, target: Stage) -> np.ndarray:
         R (f, f) with ``source.behavior @ R`` ~ ``target.behavior`` on shared warm tracks.
     """
     src_uris = source.catalog.uris[: source.n_warm].tolist()
-    shared = [(i, target.catalog.index[u]) for i, u in enumerate(src_uris)]
-    shared = [(i, j) for i, j in shared if j < target.n_warm]
+    index = target.catalog.index  # fresh data need not hold every track the source knew
+    shared = [
+        (i, index[u]) for i, u in enumerate(src_uris) if index.get(u, target.n_warm) < target.n_warm
+    ]
     if len(shared) < source.behavior.shape[1]:
         raise ValueError(
             f"align: {len(shared)} shared warm tracks; need at least {source.behavior.shape[1]}"
