@@ -150,6 +150,7 @@ def training_graph(
             splits=splits.outputs["splits"],
             text=text.outputs["text"],
             evaluation=scored.outputs["evaluation"],
+            model=train.outputs["split_model"],
             tracking_uri=tracking_uri,
             model_name=model_name,
             metric=gate_metric,

@@ -1,7 +1,7 @@
 """Gate: does the new model beat the baselines and the current champion by the margins?"""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.image import IMAGE
 
@@ -12,6 +12,7 @@ def gate(
     splits: Input[Dataset],
     text: Input[Dataset],
     evaluation: Input[Dataset],
+    model: Input[Model],
     tracking_uri: str,
     model_name: str,
     metric: str,
@@ -23,10 +24,12 @@ def gate(
 
     Library: :func:`llarapp.pipeline.gate.decide`; the current ``champion`` (MLflow alias of
     ``model_name``) is downloaded and scored on the same test cases by
-    :func:`llarapp.pipeline.registry.score_champion`. Not cached: the registry changes.
+    :func:`llarapp.pipeline.registry.score_champion`, its ranker on ``model``'s stage (the
+    split run's: the champion may have fitted these test playlists itself). Not cached: the
+    registry changes.
 
     Files in: ``data``, ``splits``, ``text`` (cache shard), ``evaluation``
-    (``evaluation.json``).
+    (``evaluation.json``), ``model`` (the split run's MODEL_DIR).
 
     Files out: ``decision`` (JSON: ``passed``, ``reason``, ``metric``, ``candidate``,
     ``best_baseline``, ``best_baseline_score``, ``champion_version``, ``champion_score``,
@@ -44,7 +47,9 @@ def gate(
         config = GateConfig(metric, margin_over_baselines, margin_over_champion)
         result = json.loads((Path(evaluation.path) / EVALUATION_FILE).read_text())
         seed_text_cache(text.path)
-        champion = score_champion(tracking_uri, model_name, data.path, splits.path, metric)
+        champion = score_champion(
+            tracking_uri, model_name, data.path, splits.path, metric, candidate=model.path
+        )
         verdict = decide(result, config, champion)
         Path(decision.path).write_text(json.dumps(verdict.to_dict(), indent=2))
     decision.metadata.update(verdict.to_dict())

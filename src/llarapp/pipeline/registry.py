@@ -67,8 +67,16 @@ def score_champion(
     data_dir: Path | str,
     split_dir: Path | str,
     metric: str = "ndcg",
+    candidate: Path | str | None = None,
 ) -> tuple[str, float] | None:
     """Score the current ``champion`` on this run's test cases.
+
+    With ``candidate`` (the run's split-run MODEL_DIR, what ``evaluate`` scored) and a llara++
+    champion, the champion is scored on the candidate's stage
+    (:func:`llarapp.training.llara.on_stage`): its ranker over the same training fold's
+    features and retrieval. A retrain's fresh data holds the playlists the champion was fitted
+    on, test playlists included, so the champion as served would be scored on cases it has
+    seen; on the candidate's stage the two rankers meet on equal terms.
 
     Returns:
         ``(version, overall metric)``, or None when there is no champion.
@@ -94,6 +102,10 @@ def score_champion(
                 f"models:/{model_name}/{version}", dst_path=tmp
             )
             model = Recommender.load(path)
+            if candidate is not None and model.name == "llara++":
+                from llarapp.training.llara import on_stage
+
+                model = on_stage(model, Recommender.load(candidate))
         except Exception as exc:
             raise RuntimeError(
                 f"champion {model_name} v{version} ({source}) cannot be loaded for the gate: "

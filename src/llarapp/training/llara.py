@@ -758,6 +758,18 @@ def rebase_ranker(
     return ranker
 
 
+def on_stage(champion: LlaraPP, candidate: LlaraPP) -> LlaraPP:
+    """``champion``'s ranker reading ``candidate``'s stage (features, ALS mapped by Procrustes,
+    retrieval, catalogue): the champion as it ranks on the playlists the candidate was fitted
+    on. A gate compares this with the candidate when the champion has itself fitted the
+    candidate's test playlists (a retrain on data that holds the champion's own)."""
+    ranker = rebase_ranker(copy.deepcopy(champion.ranker), champion.stage, candidate.stage)
+    config = LlaraTrainConfig.from_dict(champion.config)
+    return LlaraPP.from_parts(
+        candidate.stage, ranker, config, champion.report, candidate.names, candidate.encoder
+    )
+
+
 def _fit_prepared(
     prepared: Prepared,
     config: LlaraTrainConfig,
@@ -937,16 +949,17 @@ def _fit_ranker(
     fast = ("feature_head",) if mode == "new" else ("feature_head", "interaction")
     head = [p for n, p in trainable if any(f in n for f in fast)]
     rest = [p for n, p in trainable if not any(f in n for f in fast)]
+    # a fine-tune moves everything at finetune_lr: the feature head's 1e-2 from scratch is
+    # too much for a trained model (a feedback run diverged with it)
     lr = config.lr if mode == "new" else config.finetune_lr
-    groups = [{"params": rest, "lr": lr}, {"params": head, "lr": config.feature_lr}]
+    head_lr = config.feature_lr if mode == "new" else config.finetune_lr
+    groups = [{"params": rest, "lr": lr}, {"params": head, "lr": head_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
     steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
     total = config.epochs * steps_per_epoch
     ramp = int(0.8 * total)  # the curriculum reaches all-hybrid tokens at 80 % of training
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[lr, config.feature_lr], total_steps=total
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, head_lr], total_steps=total)
     serve_hybrid = config.curriculum != "text-only"
     history, stale, step = [], 0, 0
     configure_mlflow(tracking_uri)
@@ -954,8 +967,9 @@ def _fit_ranker(
         mlflow.set_tag("llarapp.mode", mode)
         mlflow.log_params(_flat(config.to_dict()))
         # the starting point competes too: training that never beats it is not kept. With
-        # listeners' feedback, learning it is what the run is for and validation NDCG cannot see
-        # it: every epoch runs and the last is kept (the gate against the champion guards it)
+        # listeners' feedback, learning it is what the run is for and validation NDCG cannot
+        # see it: the best of the trained epochs is kept (the gate against the champion
+        # guards the rest), and every epoch runs
         start = valid_ndcg(model, valid_batcher, valid_cases, serve_hybrid, device)
         feedback = any(len(rc.negatives) for rc in train_cases)
         best = -np.inf if feedback else start
@@ -993,12 +1007,12 @@ def _fit_ranker(
             history.append(row)
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d: loss %.4f valid ndcg %.4f", epoch, row["train_loss"], score)
-            if score > best or feedback:
+            if score > best:
                 best, stale = score, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
-                if stale >= config.patience:
+                if stale >= config.patience and not feedback:
                     break
         model.load_state_dict(best_state)
         model.to("cpu").eval()
