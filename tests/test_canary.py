@@ -91,13 +91,12 @@ def test_cli_refuses_bad_canary_flags(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def canary(tiny, tmp_path_factory):
     """(url, work dir, champion version, challenger version) of a server at 50 %."""
-    from tiny_model import shuffled_copy
-
+    from llarapp.pipeline.loop import broken_copy
     from llarapp.serving.model_uri import content_version
 
     work = tmp_path_factory.mktemp("canary")
     champion = shutil.copytree(tiny[2], work / "champion")
-    challenger = shuffled_copy(tiny[2], work / "challenger")
+    challenger = broken_copy(tiny[2], work / "challenger")
     versions = content_version(champion), content_version(challenger)
     assert versions[0] != versions[1]
     proc, url = start_server(

@@ -129,13 +129,12 @@ def test_llarapp_rollout_rolls_a_disliked_challenger_back_on_a_live_server(tiny,
     import json
     import shutil
 
-    from tiny_model import shuffled_copy
-
     from llarapp.cli import main
+    from llarapp.pipeline.loop import broken_copy
     from llarapp.serving.client import get, post_json, start_server, stop_server, wait_ready
 
     champion = shutil.copytree(tiny[2], tmp_path / "champion")
-    challenger = shuffled_copy(tiny[2], tmp_path / "challenger")
+    challenger = broken_copy(tiny[2], tmp_path / "challenger")
     events = tmp_path / "events.db"
     proc, url = start_server(
         str(champion), None, "--events", str(events), "--challenger", str(challenger),

@@ -18,22 +18,3 @@ TINY = LlaraTrainConfig(
     hard_negatives=24,
     random_negatives=8,
 )
-
-
-def shuffled_copy(model_dir, out):
-    """A copy of ``model_dir`` whose ranker weights are shuffled: another model (another
-    ``model_version``) that ranks badly, the challenger canary tests roll back."""
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model_dir, out)
-    weights = out / "ranker" / "model.safetensors"
-    gen = torch.Generator().manual_seed(0)
-    tensors = {
-        k: v.flatten()[torch.randperm(v.numel(), generator=gen)].reshape(v.shape).contiguous()
-        for k, v in load_file(weights).items()
-    }
-    save_file(tensors, weights)
-    return out

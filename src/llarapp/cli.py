@@ -465,11 +465,14 @@ def _run_local(args: argparse.Namespace, data_uri: str, defaults: dict) -> dict:
     result = runner.run_local(args.pipeline, params, work, cache=not args.no_cache)
     (work / "last_run.json").write_text(json.dumps({**result, "arguments": params}, indent=2))
     print()
-    print(
-        format_summary(
-            result, tracking_uri=params["tracking_uri"], serving_target=params["serving_target"]
+    if args.pipeline == "continuous":  # its outputs: drift, retrain and where the reports are
+        print(json.dumps(result["outputs"], indent=2, default=str))
+    else:
+        print(
+            format_summary(
+                result, tracking_uri=params["tracking_uri"], serving_target=params["serving_target"]
+            )
         )
-    )
     if not result["ok"]:
         raise RuntimeError(f"pipeline {args.pipeline} failed; details above and in {work}")
     return result
@@ -509,6 +512,54 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> None:
         cache=not args.no_cache,
     )
     print(f"submitted {args.pipeline} to {args.host}: run {run_id}")
+
+
+def cmd_loop(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from llarapp.monitoring import DEFAULT_WINDOW
+    from llarapp.pipeline.loop import LoopConfig, run_loop
+    from llarapp.pipeline.rollout import RolloutRules
+    from llarapp.pipeline.stages import export_available
+
+    runner = _pipelines_runner()
+    work = Path(args.work).resolve()
+    pipeline: dict = {}
+    if args.quick:
+        pipeline = {"train_config": QUICK_TRAIN_CONFIG, "tune_max_cases": 100,
+                    "export_options": QUICK_EXPORT_OPTIONS,
+                    "baselines": ["most_popular"]}  # fmt: skip
+    if not export_available():
+        pipeline["export_format"] = "none"
+    config = LoopConfig(
+        playlists=args.playlists,
+        seed=args.seed,
+        window=args.window or DEFAULT_WINDOW,
+        canary_percent=args.canary_percent,
+        round_requests=args.round_requests,
+        rules=dataclasses.replace(
+            RolloutRules(), min_requests=args.min_requests, min_feedback=args.min_feedback
+        ),
+        pipeline=pipeline,
+    )
+    if args.quick:  # the fine-tune of a quick champion: its epochs, LoRA on top
+        config.continuous["train_config"] = {**QUICK_TRAIN_CONFIG, "epochs": 6}
+    if args.train_config:  # both pipelines' (the champion's and its fine-tune's)
+        path = Path(args.train_config)
+        train = json.loads(path.read_text() if path.is_file() else args.train_config)
+        config.pipeline["train_config"] = config.continuous["train_config"] = train
+
+    def run_pipeline(name: str, arguments: dict) -> dict:
+        print(f"running pipeline {name} locally (kfp.local) -> {work}", flush=True)
+        return runner.run_local(name, arguments, work)
+
+    result = run_loop(args.out, run_pipeline, work=work, data=args.data, config=config)
+    keys = ("clean", "drifted", "retrain", "canary", "promote", "bad_challenger")
+    summary = {
+        k: {n: v for n, v in result[k].items() if n not in ("scores", "moved")} for k in keys
+    }
+    print(json.dumps(summary | {"alarm_to_promoted_s": result["alarm_to_promoted_s"]}, indent=2))
+    print(f"\nJSON: {args.out}  (audit log: {work / 'serving' / 'rollout.jsonl'})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -878,7 +929,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_pipeline_compile)
 
     def add_params(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--pipeline", choices=("training", "retraining"), default="training")
+        p.add_argument(
+            "--pipeline", choices=("training", "retraining", "continuous"), default="training"
+        )
         p.add_argument("--train-config", default=None, help="LlaraTrainConfig JSON (or a file)")
         p.add_argument(
             "--param",
@@ -913,6 +966,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", default=None)
     add_params(p)
     p.set_defaults(fn=cmd_pipeline_submit)
+
+    p = groups.add_parser(
+        "loop",
+        help="the closed loop on one machine: drift -> retrain -> canary -> promote / rollback",
+    )
+    p.add_argument("--out", required=True, help="the result JSON")
+    p.add_argument("--data", default=None, help="MPD slices (default: synthetic playlists)")
+    p.add_argument("--work", default="runs/loop", help="registry, pointers, runs, event store")
+    p.add_argument("--playlists", type=_positive, default=2000, help="synthetic playlists")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--window", type=_positive, default=None,
+                   help="requests per drift window (default: the monitor's, 500)")  # fmt: skip
+    p.add_argument("--canary-percent", type=float, default=10.0)
+    p.add_argument("--round-requests", type=_positive, default=200,
+                   help="requests between two decisions of the controller")  # fmt: skip
+    p.add_argument("--min-requests", type=_positive, default=100,
+                   help="per version before the controller decides")  # fmt: skip
+    p.add_argument("--min-feedback", type=_positive, default=50,
+                   help="likes + dislikes per version before the controller promotes")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="a small model (tests, a first look)")
+    p.add_argument("--train-config", help="JSON (or a file of it): LlaraTrainConfig fields")
+    p.set_defaults(fn=cmd_loop)
 
     p = groups.add_parser("demo", help="synthetic data -> the local training pipeline -> summary")
     p.add_argument("--data", default=None, help="MPD slices to use instead of synthetic data")

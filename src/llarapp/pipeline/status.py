@@ -3,9 +3,11 @@
 Every component body runs inside :func:`run_stage`. When ``$LLARAPP_PIPELINE_STATUS`` names a
 file (the local runner sets it), one JSON object per finished stage is appended to it::
 
-    {"stage": "train_ranker", "status": "ok", "seconds": 41.2}
-    {"stage": "train_ranker", "status": "failed", "seconds": 3.1,
+    {"stage": "train_ranker", "status": "ok", "seconds": 41.2, "ended_at": 1764680000.5}
+    {"stage": "train_ranker", "status": "failed", "seconds": 3.1, "ended_at": ...,
      "error": "ValueError", "message": "..."}
+
+(``ended_at``: unix time.)
 
 A cached stage (nothing ran) writes nothing. On a cluster the variable is unset and the same
 message reaches the pod log through the raised :class:`StageError`.
@@ -67,6 +69,7 @@ def run_stage(stage: str) -> Iterator[None]:
                 "stage": stage,
                 "status": "failed",
                 "seconds": seconds,
+                "ended_at": time.time(),
                 "error": type(exc).__name__,
                 "message": str(exc),
             }
@@ -74,7 +77,7 @@ def run_stage(stage: str) -> Iterator[None]:
         log.error("stage %s failed after %.1f s: %s: %s", stage, seconds, type(exc).__name__, exc)
         raise StageError(stage, exc) from exc
     seconds = round(time.perf_counter() - start, 2)
-    _record({"stage": stage, "status": "ok", "seconds": seconds})
+    _record({"stage": stage, "status": "ok", "seconds": seconds, "ended_at": time.time()})
     log.info("stage %s: done in %.1f s", stage, seconds)
 
 
