@@ -148,6 +148,7 @@ def chain(tmp_path_factory):
         splits=a["splits"],
         text=a["text"],
         evaluation=a["evaluation"],
+        model=a["split_model"],
         tracking_uri=tracking,
         model_name="llarapp",
         metric="ndcg",
@@ -309,6 +310,7 @@ def test_gate_refuses_a_model_that_only_ties_the_champion(chain, tmp_path) -> No
         splits=chain["splits"],
         text=chain["text"],
         evaluation=chain["evaluation"],  # the champion's own evaluation: a tie
+        model=chain["split_model"],
         tracking_uri=chain["tracking"],
         model_name="llarapp",
         metric="ndcg",

@@ -37,13 +37,13 @@ def _out(cls, path: Path):
 
 @pytest.fixture(scope="module")
 def champion(tiny, tmp_path_factory):
-    """``(tracking_uri, reference bodies, track URIs, registered)``: the tiny model, with a
+    """``(tracking_uri, clean requests, track URIs, registered)``: the tiny model, with a
     reference profile, registered as v1 with alias ``champion``; ``registered``: its exported
     folder, evaluation and gate decision (to register it elsewhere)."""
     from llarapp.config import SplitConfig
     from llarapp.data.dataset import load_cases
     from llarapp.data.split import split
-    from llarapp.monitoring import write_reference
+    from llarapp.monitoring import Catalogue, write_reference
     from llarapp.pipeline.gate import GateConfig, decide
     from llarapp.pipeline.registry import register_model
     from llarapp.pipeline.stages import evaluate_models, export_model_dir
@@ -69,9 +69,10 @@ def champion(tiny, tmp_path_factory):
     assert registered["version"] == "1" and registered["promoted"]
     cases = [*load_cases(data, w / "split", "valid"), *load_cases(data, w / "split", "test")]
     bodies = [request_body(ec.case, 500) for ec in cases]
+    clean = _clean(bodies, Catalogue.of_training_fold(data, w / "split").popularity)
     named = zip(model.names.uris.tolist(), model.names.track_name.tolist(), strict=True)
     registered = {"model_dir": w / "exported", "evaluation": evaluation, "gate": gate}
-    return tracking, bodies, sorted(uri for uri, name in named if name), registered
+    return tracking, clean, sorted(uri for uri, name in named if name), registered
 
 
 @contextmanager
@@ -111,13 +112,14 @@ def _log(events: Path, requests: list[dict], feedback: list[tuple[str, str, bool
         store.close()
 
 
-def _clean(bodies: list[dict]) -> list[dict]:
-    """The reference's own requests, as the server logs them (every seed known)."""
+def _clean(bodies: list[dict], known: dict[str, float]) -> list[dict]:
+    """The reference's own requests as new listeners send them (what the reference profiles):
+    a seed only the held-out playlists hold is one the catalogue does not know."""
     rows = []
     for b in bodies:
-        uris = [t["track_uri"] for t in b["tracks"]]
-        rows.append({"title": b.get("name"), "n_seeds": len(uris), "n_known": len(uris),
-                     "n_unknown": 0, "seed_uris": uris})  # fmt: skip
+        uris = [t["track_uri"] for t in b["tracks"] if t["track_uri"] in known]
+        rows.append({"title": b.get("name"), "n_seeds": len(b["tracks"]), "n_known": len(uris),
+                     "n_unknown": len(b["tracks"]) - len(uris), "seed_uris": uris})  # fmt: skip
     return rows
 
 
@@ -207,31 +209,31 @@ def test_drift_and_feedback_retrain_the_champion_into_a_challenger(champion, tin
 def test_clean_traffic_and_little_feedback_do_not_retrain(champion, tmp_path):
     from llarapp.pipeline.stages import RETRAIN_MARK, export_feedback_batch
 
-    tracking, bodies, uris, _ = champion
+    tracking, clean, uris, _ = champion
     events = tmp_path / "events.db"
-    _log(events, _clean(bodies), [("req-0", uris[0], True), ("req-1", uris[1], False)])
+    _log(events, clean, [("req-0", uris[0], True), ("req-1", uris[1], False)])
     report, scores = _out(dsl.HTML, tmp_path / "report"), _out(dsl.Metrics, tmp_path / "scores")
     drift = check_drift.python_func(
         champion=CHAMPION,
         request_log=str(events),
-        window=len(bodies),
+        window=len(clean),
         tracking_uri=tracking,
         report=report,
         scores=scores,
     )
-    assert drift.drift is False and drift.requests == len(bodies), drift.reason
+    assert drift.drift is False and drift.requests == len(clean), drift.reason
     assert scores.metadata["checked"] == 1.0 and scores.metadata["drift"] == 0.0
     assert "<html" in Path(report.path).read_text().lower()
     unchecked = check_drift.python_func(
         champion=CHAMPION,
         request_log=str(events),
-        window=len(bodies) + 1,
+        window=len(clean) + 1,
         tracking_uri=tracking,
         report=_out(dsl.HTML, tmp_path / "report2"),
         scores=_out(dsl.Metrics, tmp_path / "scores2"),
     )
     assert unchecked.drift is False and unchecked.requests == 0
-    assert unchecked.reason.startswith(f"not checked: {len(bodies)} request(s) logged")
+    assert unchecked.reason.startswith(f"not checked: {len(clean)} request(s) logged")
     exported = export_feedback_batch(
         events, tmp_path / "feedback", CHAMPION, tmp_path / "batch",
         tracking_uri=tracking,
@@ -313,10 +315,9 @@ def test_start_canary_without_a_server_hands_the_cluster_its_request(tmp_path) -
 def test_start_canary_posts_the_challenger_to_a_running_server(champion, tiny, tmp_path):
     """A server started with the champion alone takes the deployed challenger from the canary
     step's POST; the registry's ``canary`` alias then names it."""
-    from tiny_model import shuffled_copy
-
     from llarapp.pipeline.canary import start_canary as start
     from llarapp.pipeline.deploy import deploy
+    from llarapp.pipeline.loop import broken_copy
     from llarapp.pipeline.registry import aliases, register_model
     from llarapp.pipeline.stages import export_model_dir
     from llarapp.serving.client import get
@@ -324,7 +325,7 @@ def test_start_canary_posts_the_challenger_to_a_running_server(champion, tiny, t
     *_, registered = champion
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a registry of its own
     register_model(**registered, tracking_uri=tracking)
-    shuffled_copy(tiny[2], tmp_path / "challenger")
+    broken_copy(tiny[2], tmp_path / "challenger")
     export_model_dir(tmp_path / "challenger", tmp_path / "exported", export_format="none")
     v2 = register_model(
         tmp_path / "exported",

@@ -68,9 +68,8 @@ def test_03_query_the_graph(tiny, tmp_path):
 
 
 def test_04_monitor(tiny, tmp_path):
-    from tiny_model import shuffled_copy
-
     from llarapp.monitoring import write_reference
+    from llarapp.pipeline.loop import broken_copy
     from llarapp.text import TextEncoder, default_cache_dir
 
     data_dir, split_dir, model_dir, _ = tiny
@@ -78,7 +77,7 @@ def test_04_monitor(tiny, tmp_path):
     write_reference(
         tmp_path / "model", data_dir, split_dir, TextEncoder(default_cache_dir()).encode
     )
-    shuffled_copy(tmp_path / "model", tmp_path / "challenger")
+    broken_copy(tmp_path / "model", tmp_path / "challenger")
     small = {"title_clusters": 4, "pca_components": 4}  # DriftConfig for 18 reference requests
     run_notebook("04-monitor", tmp_path, MODEL="model", CHALLENGER="challenger", REQUESTS=40,
                  DRIFT=small, EVENTS="events.db", WORK="w")  # fmt: skip

@@ -545,8 +545,8 @@ def cmd_loop(args: argparse.Namespace) -> None:
     if args.quick:  # the fine-tune of a quick champion: its epochs, LoRA on top
         config.continuous["train_config"] = {**QUICK_TRAIN_CONFIG, "epochs": 6}
     if args.train_config:  # both pipelines' (the champion's and its fine-tune's)
-        path = Path(args.train_config)
-        train = json.loads(path.read_text() if path.is_file() else args.train_config)
+        text = args.train_config
+        train = json.loads(text if text.lstrip().startswith("{") else Path(text).read_text())
         config.pipeline["train_config"] = config.continuous["train_config"] = train
 
     def run_pipeline(name: str, arguments: dict) -> dict:
