@@ -218,6 +218,39 @@ def read_bodies(path: Path | str) -> list[Any]:
     return bodies
 
 
+def _open_request_log(db: Path | str) -> sqlite3.Connection:
+    """A read-only connection to the serving event store ``db`` that has a ``requests`` table.
+
+    Raises:
+        FileNotFoundError: ``db`` does not exist.
+        ValueError: ``db`` has no ``requests`` table.
+    """
+    if not Path(db).is_file():
+        raise FileNotFoundError(f"{db} not found: expected the request log of `llarapp serve`")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+    ).fetchone()
+    if not found:
+        conn.close()
+        raise ValueError(f"{db}: no 'requests' table; expected a `llarapp serve` event store")
+    return conn
+
+
+def logged_requests(db: Path | str) -> int:
+    """How many requests the ``requests`` table of a serving event store holds.
+
+    Raises:
+        FileNotFoundError: ``db`` does not exist.
+        ValueError: ``db`` has no ``requests`` table.
+    """
+    conn = _open_request_log(db)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def window_from_log(
     db: Path | str,
     catalogue: Catalogue,
@@ -241,8 +274,6 @@ def window_from_log(
         FileNotFoundError: ``db`` does not exist.
         ValueError: ``db`` has no ``requests`` table, or no request matches.
     """
-    if not Path(db).is_file():
-        raise FileNotFoundError(f"{db} not found: expected the request log of `llarapp serve`")
     where, params = [], []
     if since is not None:
         where.append("ts >= ?")
@@ -254,13 +285,8 @@ def window_from_log(
     query += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
     if last is not None:
         query += f" LIMIT {int(last)}"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = _open_request_log(db)
     try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-        ).fetchone()
-        if not found:
-            raise ValueError(f"{db}: no 'requests' table; expected a `llarapp serve` event store")
         logged = conn.execute(query, params).fetchall()[::-1]  # oldest first
     finally:
         conn.close()

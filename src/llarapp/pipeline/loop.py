@@ -47,7 +47,7 @@ from llarapp.pipeline.deploy import CHALLENGER_POINTER, read_pointer, write_poin
 from llarapp.pipeline.registry import MODEL_NAME
 from llarapp.pipeline.rollout import WAIT, RolloutRules, act, decide, live_stats
 from llarapp.pipeline.status import read_status
-from llarapp.serving.client import post_json, start_server, stop_server, wait_ready
+from llarapp.serving.client import get, post_json, start_server, stop_server, wait_ready
 from llarapp.serving.request import request_body
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,7 @@ class _Server:
     """``llarapp serve`` on a free loopback port with every request logged."""
 
     def __init__(self, model: str, events: Path, log_file: Path) -> None:
+        self.events = events
         self.proc, self.url = start_server(
             model, None, "--events", str(events), "--sample-rate", "1.0", log_file=log_file
         )
@@ -295,8 +296,6 @@ class _Server:
         stop_server(self.proc)
 
     def canary(self) -> dict[str, Any]:
-        from llarapp.serving.client import get
-
         status, body = get(self.url, "/v1/canary")
         if status != 200:
             raise LoopError(f"GET {self.url}/v1/canary answered {status}: {body[:300]}")
@@ -385,7 +384,7 @@ def _watch(server: _Server, traffic, rng, config: LoopConfig, prefix: str) -> di
         sent = _replay(server.url, bodies, cases, prefix=f"{prefix}-{n}")
         versions += sent.pop("versions")
         n += len(bodies)
-        decision = decide(*live_stats(server.url, server_events(server)), config.rules)
+        decision = decide(*live_stats(server.url, server.events), config.rules)
         log.info("%s after %d requests: %s (%s)", prefix, n, decision.action, decision.reason)
         if decision.action != WAIT:
             break
@@ -396,10 +395,6 @@ def _watch(server: _Server, traffic, rng, config: LoopConfig, prefix: str) -> di
         "challenger_share": round(float(np.mean([v == challenger for v in versions])), 4),
         "decision": decision,
     }
-
-
-def server_events(server: _Server) -> Path:
-    return Path(server.proc.args[server.proc.args.index("--events") + 1])
 
 
 def _pipeline(run_pipeline: RunPipeline, name: str, arguments: dict[str, Any]) -> dict[str, Any]:

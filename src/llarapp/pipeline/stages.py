@@ -439,29 +439,6 @@ RETRAIN_MARK = "retrain_mark.json"
 """In the feedback folder: the last feedback id handed to a retraining (:func:`decide_retrain`)."""
 
 
-def logged_requests(db: Path | str) -> int:
-    """How many requests the ``requests`` table of a serving event store holds.
-
-    Raises:
-        FileNotFoundError: ``db`` does not exist.
-        ValueError: ``db`` has no ``requests`` table.
-    """
-    import sqlite3
-
-    if not Path(db).is_file():
-        raise FileNotFoundError(f"{db} not found: expected the request log of `llarapp serve`")
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-        ).fetchone()
-        if not found:
-            raise ValueError(f"{db}: no 'requests' table; expected a `llarapp serve` event store")
-        return int(conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
-    finally:
-        conn.close()
-
-
 def drift_check(
     model: str,
     request_log: Path | str,
@@ -509,6 +486,7 @@ def drift_check(
         write_report,
     )
     from llarapp.monitoring.report import HTML_FILE
+    from llarapp.monitoring.window import logged_requests
     from llarapp.text import TextEncoder, default_cache_dir
 
     window = DEFAULT_WINDOW if window is None else int(window)
