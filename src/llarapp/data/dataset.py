@@ -13,7 +13,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from llarapp.data.schema import INTERACTIONS_FILE, PLAYLISTS_FILE, TRACKS_FILE
+from llarapp.data.schema import (
+    FEEDBACK_PID_BASE,
+    INTERACTIONS_FILE,
+    PLAYLISTS_FILE,
+    TRACKS_FILE,
+)
 from llarapp.data.split import CASES_FILE, FOLDS_FILE
 
 
@@ -97,10 +102,18 @@ def _read_tracks(data_dir: Path):
 
 
 def load_train(
-    data_dir: Path | str, split_dir: Path | str, folds: tuple[str, ...] = ("train",)
+    data_dir: Path | str,
+    split_dir: Path | str,
+    folds: tuple[str, ...] = ("train",),
+    fresh_weight: float = 1.0,
 ) -> TrainSet:
     """Build the :class:`TrainSet` from the playlists of ``folds`` (the training fold only by
-    default); its catalogue is the tracks those playlists hold."""
+    default); its catalogue is the tracks those playlists hold.
+
+    A matrix entry is 1, or ``fresh_weight`` in a fresh playlist (a listener's likes,
+    ``pid >= FEEDBACK_PID_BASE``): an explicit like can count for more than a playlist's
+    implicit membership in everything fitted on the matrix (ALS, co-occurrence, title votes).
+    """
     data_dir, split_dir = Path(data_dir), Path(split_dir)
     fold_table = pq.read_table(split_dir / FOLDS_FILE).to_pandas()
     train_pids = fold_table.loc[fold_table["fold"].isin(folds), "pid"].to_numpy()
@@ -120,6 +133,10 @@ def load_train(
     )
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
+    fresh = pids >= FEEDBACK_PID_BASE
+    if fresh_weight != 1.0 and fresh.any():
+        weights = sp.diags(np.where(fresh, fresh_weight, 1.0).astype(np.float32))
+        matrix = (weights @ matrix).tocsr()
     return TrainSet(
         track_uris=tracks["track_uri"].to_numpy(dtype=object),
         track_names=tracks["track_name"].to_numpy(dtype=object),

@@ -70,3 +70,7 @@ INTERACTIONS_FILE = "interactions.parquet"
 QUARANTINE_FILE = "quarantine.jsonl"
 INGEST_REPORT_FILE = "ingest_report.json"
 NEGATIVES_FILE = "negatives.parquet"
+
+#: Fresh playlists (a feedback context's likes, ``llarapp feedback export``) have pids from
+#: here on: above any MPD pid (MPD's are below 10**6), unique across exports.
+FEEDBACK_PID_BASE = 10**12

@@ -50,12 +50,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llarapp.data.names import TRACK_NAMES_FILE
-from llarapp.data.schema import NEGATIVES, NEGATIVES_FILE
+from llarapp.data.schema import FEEDBACK_PID_BASE, NEGATIVES, NEGATIVES_FILE
 from llarapp.serving.store import connect, read_feedback
 
 log = logging.getLogger(__name__)
 
-FEEDBACK_PID_BASE = 10**12  # fresh playlists' pids start here (MPD's are below 10**6)
 UNTITLED = "untitled"  # the name of a fresh playlist whose requests had no title
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback_exports (

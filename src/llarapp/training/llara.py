@@ -105,7 +105,9 @@ class LlaraTrainConfig:
     # behavior vectors at all, in tokens or retrieval (Stage.without_behavior)
     max_valid_cases: int = 400
     lora_r: int = 8  # fine-tuning a previous model (base_model): LoRA rank, 0 = every weight
-    feedback_repeat: int = 4  # each feedback case (negatives.parquet) this often per epoch
+    # what one listener's vote weighs: each feedback case (negatives.parquet) this often per
+    # epoch, each fresh playlist (likes) this often in the fitted matrices (load_train)
+    feedback_repeat: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -440,7 +442,7 @@ def prepare_llara(
     encoder = encoder or TextEncoder(default_cache_dir())
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    train = load_train(data_dir, split_dir)
+    train = load_train(data_dir, split_dir, fresh_weight=config.feedback_repeat)
     tracks = pq.read_table(data_dir / TRACKS_FILE).to_pandas()
     catalog = _catalog(
         tracks["track_uri"].to_numpy(dtype=str),
@@ -500,17 +502,18 @@ def feedback_cases(
         title = str_or_none(first["title"])
         if title is None and not seeds:
             continue  # nothing to retrieve for
-        liked = [u for u in fresh_tracks.get(pid, []) if u not in set(seeds)]
-        case = Case(title, tuple(Track("", "", u) for u in seeds))
-        q = encode(stage, case, encoder.encode)
         index = stage.catalog.index
-        rc = make_rank_case(
-            stage, q, np.array([index[u] for u in liked if u in index], np.int64), config.max_seeds
-        )
-        rc.negatives = np.array(
-            [index[u] for u in rows["track_uri"].unique() if u in index], np.int64
-        )
-        if len(rc.negatives):
+        liked = [index[u] for u in fresh_tracks.get(pid, []) if u not in set(seeds) and u in index]
+        disliked = [index[u] for u in rows["track_uri"].unique() if u in index]
+        if not disliked:
+            continue
+        # the vote speaks for the title too: other requests under it (other seeds) are asked
+        # the same way, so the title alone is a case of its own
+        for seed_uris in (seeds, []) if seeds and title is not None else (seeds,):
+            case = Case(title, tuple(Track("", "", u) for u in seed_uris))
+            q = encode(stage, case, encoder.encode)
+            rc = make_rank_case(stage, q, np.array(liked, np.int64), config.max_seeds)
+            rc.negatives = np.array(disliked, np.int64)
             cases.append(rc)
     log.info("%d feedback cases from %d disliked tracks", len(cases), len(negatives))
     return cases
@@ -726,7 +729,9 @@ def refit_stage(
     """The retrieval stage fitted again on every playlist of ``data_dir`` but the split's
     distractors, over ``fitted``'s catalogue (without behavior vectors for the ``text-only``
     curriculum, as ``fitted`` is then)."""
-    everything = load_train(data_dir, split_dir, folds=FITTED_FOLDS)
+    everything = load_train(
+        data_dir, split_dir, folds=FITTED_FOLDS, fresh_weight=config.feedback_repeat
+    )
     stage = build_stage(
         everything,
         fitted.catalog,
