@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from llarapp.cpu import apply_thread_limits
 from llarapp.errors import one_line
 
 log = logging.getLogger("llarapp")
@@ -1010,6 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        apply_thread_limits()  # before torch, onnxruntime or implicit load: llarapp.cpu
         args.fn(args)
     except Exception as exc:
         message = one_line(exc)
