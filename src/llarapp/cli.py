@@ -387,8 +387,13 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 def cmd_hardening_bench(args: argparse.Namespace) -> None:
+    import importlib.util
+
     from llarapp.benchmark.hardening import format_table, run_hardening
 
+    missing = [m for m in ("schemathesis", "hypothesis") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"benchmark hardening needs {missing}: pip install -e '.[dev]'")
     result = run_hardening(
         args.out,
         args.work,

@@ -688,12 +688,16 @@ def side_by_side(data_dir: Path, work: Path) -> dict[str, Any]:
     half = max(1, cpus // 2)
     log_file = work / "side-by-side.log"
     _timed([_train(data_dir, work / "sbs-warm", None, log_file)])  # the embedding cache
+    load = {"alone": os.getloadavg()[0]}  # 1-minute load before each phase: other jobs' share
     alone = _timed([_train(data_dir, work / "sbs-alone", None, log_file)])[0]
+    load["boxed"] = os.getloadavg()[0]
     boxed = _timed([_train(data_dir, work / f"sbs-boxed-{i}", half, log_file) for i in (0, 1)])
+    load["unboxed"] = os.getloadavg()[0]
     unboxed = _timed([_train(data_dir, work / f"sbs-unboxed-{i}", None, log_file) for i in (0, 1)])
     worst = max(boxed) / alone
     return {
         "ok": worst <= 2.5,
+        "load_average_before": {k: round(v, 1) for k, v in load.items()},
         "cpus": cpus,
         "alone_s": alone,
         "alone_threads": cpus,
@@ -836,4 +840,5 @@ def format_table(result: dict[str, Any]) -> str:
             seconds = " / ".join(str(s) for s in sbs[f"{key}_s"])
             ratios = " / ".join(f"{r:.2f}" for r in sbs[f"{key}_ratio"])
             lines.append(f"| {label} | {threads} | {seconds} | {ratios} |")
+        lines.append(f"\n1-minute load average before each phase: {sbs['load_average_before']}")
     return "\n".join(lines)
