@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+from llarapp.cpu import apply_thread_limits
 from llarapp.serving.client import check_port
 
 
@@ -135,8 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # requests run concurrently on the step threads (and --workers processes); an OpenMP pool
-    # per torch call only spins: 21 against 36 ms of CPU per request at k = 500 (2 cores)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # per torch call only spins: 21 against 36 ms of CPU per request at k = 500 (2 cores).
+    # Set, not defaulted: `llarapp` sizes OMP_NUM_THREADS to the CPU quota before exec'ing this
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _fail_in_one_line(
+        apply_thread_limits
+    )  # BLAS pools and the retriever's scorer: the CPU quota (llarapp.cpu)
     os.environ["LLARAPP_SERVE_THREADS"] = str(args.threads)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())

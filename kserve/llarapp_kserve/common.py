@@ -252,17 +252,21 @@ class BodyLimit:
 
 async def _too_large(scope, send, size: int, limit: int) -> None:
     REQUESTS.labels(scope["path"], "413").inc()
-    body = json.dumps(
-        {"error": f"request body is {size}+ bytes; the limit for {scope['path']} is {limit}"}
-    ).encode()
+    message = f"request body is {size}+ bytes; the limit for {scope['path']} is {limit}"
+    await send_error(send, 413, message)
+
+
+async def send_error(send, status: int, message: str) -> None:
+    """Answer ``{"error": message}`` with ``status`` from ASGI middleware (connection closed:
+    the request body may be unread)."""
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": json.dumps({"error": message}).encode()})
 
 
 def serve_one(model_cls, default_name: str) -> None:

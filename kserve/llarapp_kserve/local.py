@@ -19,7 +19,10 @@ plus:
 - ``GET /`` — the page to try it (``llarapp_kserve/web/index.html``: a title, seeds picked from
   the catalogue, the recommendations with like / dislike buttons posting ``/v1/feedback``);
 - ``GET /v1/search?q=WORDS&limit=N`` — catalogue tracks for the page's seed picker
-  (:mod:`llarapp.serving.search`; ``limit`` 1..50, default 10).
+  (:mod:`llarapp.serving.search`; ``limit`` 1..50, default 10);
+- ``GET /openapi.json`` — every route above and the stock ones, with their request and
+  response shapes (:mod:`llarapp_kserve.openapi`; the model repository and model versions
+  are not served: 404 saying why).
 
 Every answer carries the ``model_version`` that made it; the request log, the feedback rows and
 ``llarapp_recommend_*`` / ``llarapp_feedback_total`` on ``/metrics`` are labelled with it.
@@ -69,6 +72,7 @@ from llarapp_kserve.common import (
     log_json,
 )
 from llarapp_kserve.encoder.model import EncoderModel
+from llarapp_kserve.openapi import UnservedRoutes, prune_unserved, route_docs
 from llarapp_kserve.ranker.model import RankerModel
 from llarapp_kserve.retriever.model import RetrieverModel
 
@@ -249,12 +253,21 @@ class LocalServer:
 
     def install(self) -> None:
         """Add the routes and the body limit to the kserve FastAPI app (before start)."""
-        app.add_api_route("/v1/recommend", self.recommend, methods=["POST"])
-        app.add_api_route("/v1/feedback", self.feedback, methods=["POST"])
-        app.add_api_route("/v1/canary", self.canary, methods=["GET", "POST"])
+        docs = route_docs(self.limits)  # their part of GET /openapi.json
+        for method, path, handler in (
+            ("POST", "/v1/recommend", self.recommend),
+            ("POST", "/v1/feedback", self.feedback),
+            ("GET", "/v1/canary", self.canary),
+            ("POST", "/v1/canary", self.canary),
+            ("GET", "/v1/search", self.search),
+        ):
+            extra = docs[f"{method} {path}"]
+            app.add_api_route(path, handler, methods=[method], openapi_extra=extra)
         # before kserve's own "/" (a liveness answer the manifests do not probe): the page
         app.add_api_route("/", self.page, methods=["GET"], include_in_schema=False)
-        app.add_api_route("/v1/search", self.search, methods=["GET"])
+        app.add_middleware(UnservedRoutes)
+        generate = app.openapi  # FastAPI's, cached in app.openapi_schema after the first call
+        app.openapi = lambda: prune_unserved(generate())
         app.add_middleware(
             BodyLimit,
             small=self.limits.max_body_bytes,

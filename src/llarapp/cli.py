@@ -15,6 +15,7 @@ Examples::
     llarapp serve --model runs/champion --challenger runs/challenger --canary-percent 10
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp benchmark drift --mpd ../shared/data/mpd-dev --out runs/drift.json
+    llarapp benchmark hardening --out runs/hardening.json
     llarapp monitor profile --model runs/model --requests reference.jsonl --out runs/profile
     llarapp monitor check --model runs/model --profile runs/profile --log runs/serving/events.db
     llarapp pipeline compile
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from llarapp.cpu import apply_thread_limits
 from llarapp.errors import one_line
 
 log = logging.getLogger("llarapp")
@@ -382,6 +384,29 @@ def cmd_rollout(args: argparse.Namespace) -> None:
             break
         time.sleep(args.interval)
     print(json.dumps(record, indent=2, default=float))
+
+
+def cmd_hardening_bench(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    from llarapp.benchmark.hardening import format_table, run_hardening
+
+    missing = [m for m in ("schemathesis", "hypothesis") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"benchmark hardening needs {missing}: pip install -e '.[dev]'")
+    result = run_hardening(
+        args.out,
+        args.work,
+        soak_requests=args.soak_requests,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        api_examples=args.api_examples,
+        ingest_examples=args.ingest_examples,
+        with_side_by_side=args.side_by_side,
+    )
+    print(format_table(result))
+    if not result["ok"]:
+        raise RuntimeError(f"hardening: a check failed; see {args.out}")
 
 
 def cmd_serving_bench(args: argparse.Namespace) -> None:
@@ -758,6 +783,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_serving_bench)
 
     p = bench.add_parser(
+        "hardening", help="API and ingest fuzzing, injected faults, a soak (and side by side)"
+    )
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--work", default="runs/hardening", help="the synthetic model, logs, inputs")
+    p.add_argument("--soak-requests", type=_positive, default=20_000)
+    p.add_argument("--concurrency", type=_positive, default=8, help="of the soak")
+    p.add_argument("--workers", type=_positive, default=2, help="server processes")
+    p.add_argument("--api-examples", type=_positive, default=100, help="per operation and mode")
+    p.add_argument("--ingest-examples", type=_positive, default=300, help="slice sets")
+    p.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="also time llarapp train alone and two at once (about 10 minutes)",
+    )
+    p.set_defaults(fn=cmd_hardening_bench)
+
+    p = bench.add_parser(
         "drift", help="false alarms and detection of the drift check, per drift kind and window"
     )
     p.add_argument("--mpd", required=True, help="MPD slices: folder, glob or s3:// URI")
@@ -1010,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        apply_thread_limits()  # before torch, onnxruntime or implicit load: llarapp.cpu
         args.fn(args)
     except Exception as exc:
         message = one_line(exc)

@@ -14,7 +14,10 @@ Files out (the split folder):
   visible tracks, in playlist order or drawn at random), ``hidden_uris`` (list<string>: the
   tracks to recover), ``hidden_cold`` (list<bool>: the hidden track never occurs in a training
   playlist).
-- ``split.json``: the :class:`~llarapp.config.SplitConfig` used and the counts.
+- ``split.json``: the :class:`~llarapp.config.SplitConfig` used and the counts; written last
+  (removed first), so its presence marks a complete split. Every file is written under a
+  temporary name and renamed (:mod:`llarapp.data.atomic`): a split killed mid-write leaves no
+  half-written table.
 
 Only training playlists ever reach a model's ``fit``; a valid or test playlist shows a model
 nothing but its case's title and seeds. Each eligible valid/test playlist becomes exactly one
@@ -35,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llarapp.config import SplitConfig, to_json
+from llarapp.data.atomic import replacing
 from llarapp.data.schema import INTERACTIONS_FILE, PLAYLISTS_FILE, TRACKS_FILE
 
 log = logging.getLogger(__name__)
@@ -182,11 +186,14 @@ def split(data_dir: Path | str, out_dir: Path | str, config: SplitConfig | None 
         rows["hidden_cold"].append([u not in warm for u in hidden])
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SPLIT_REPORT_FILE).unlink(missing_ok=True)  # the report marks a complete split
     folds_table = pa.table(
         {"pid": pa.array(pids, pa.int64()), "fold": pa.array(folds, pa.string())}
     )
-    pq.write_table(folds_table, out_dir / FOLDS_FILE)
-    pq.write_table(pa.table(rows, schema=CASES_SCHEMA), out_dir / CASES_FILE)
+    with replacing(out_dir / FOLDS_FILE) as tmp:
+        pq.write_table(folds_table, tmp)
+    with replacing(out_dir / CASES_FILE) as tmp:
+        pq.write_table(pa.table(rows, schema=CASES_SCHEMA), tmp)
 
     cases = pd.DataFrame({"fold": rows["fold"], "category": rows["category"]})
     cold = [c for flags in rows["hidden_cold"] for c in flags]
@@ -202,7 +209,8 @@ def split(data_dir: Path | str, out_dir: Path | str, config: SplitConfig | None 
         "hidden_tracks": len(cold),
         "hidden_cold_share": float(np.mean(cold)) if cold else 0.0,
     }
-    (out_dir / SPLIT_REPORT_FILE).write_text(json.dumps(report, indent=2))
+    with replacing(out_dir / SPLIT_REPORT_FILE) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
     log.info("split: %s", json.dumps(report["playlists"]))
     return report
 
@@ -232,9 +240,11 @@ def subset_ingest(
         table = pq.read_table(data_dir / name)
         mask = np.isin(table.column("pid").to_numpy(), pids)
         table = table.filter(pa.array(mask))
-        pq.write_table(table, out_dir / name)
+        with replacing(out_dir / name) as tmp:
+            pq.write_table(table, tmp)
         counts[key] = table.num_rows
     tracks = pq.read_table(data_dir / TRACKS_FILE)
-    pq.write_table(tracks, out_dir / TRACKS_FILE)
+    with replacing(out_dir / TRACKS_FILE) as tmp:
+        pq.write_table(tracks, tmp)
     counts["tracks"] = tracks.num_rows
     return counts

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -32,6 +34,11 @@ ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "S3_ENDPOINT_URL"
 ACCESS_KEY_VAR = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_VAR = "AWS_SECRET_ACCESS_KEY"
 REGION_VAR = "AWS_REGION"
+
+#: an S3 request is tried 1 + RETRIES times (connection refused, timeouts, 5xx), then fails
+RETRIES = 3
+CONNECT_TIMEOUT_S = 5.0  # per connection attempt
+READ_TIMEOUT_S = 120.0  # per read of an answer (large objects stream in many reads)
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound"}
@@ -102,6 +109,22 @@ def s3_client(env: Mapping[str, str] | None = None) -> Minio:
         secret_key=env[SECRET_KEY_VAR],
         secure=parts.scheme == "https",
         region=env.get(REGION_VAR) or None,
+        http_client=_http_client(),
+    )
+
+
+def _http_client() -> urllib3.PoolManager:
+    """minio's own pool (certifi, ``SSL_CERT_FILE``) with bounded waits: an endpoint that is
+    down fails after :data:`RETRIES` retries (backoff 0.5, 1, 2 s) and at most
+    :data:`CONNECT_TIMEOUT_S` per connection attempt, not minio's 5 minutes per attempt."""
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(
+            total=RETRIES, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]
+        ),
     )
 
 

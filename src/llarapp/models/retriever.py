@@ -34,11 +34,12 @@ there; ORT's own TopK was slower than ``argpartition``, 1.8 against 0.9 ms for t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+
+from llarapp.cpu import usable_cpus
 
 FEATURES = (
     "seed_score",
@@ -77,7 +78,7 @@ class DenseScorer:
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         options = ort.SessionOptions()
-        threads = threads or min(2, os.cpu_count() or 1)
+        threads = threads or min(2, usable_cpus())
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(

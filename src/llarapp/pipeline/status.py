@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from llarapp.cpu import apply_thread_limits
+
 log = logging.getLogger(__name__)
 
 STATUS_VAR = "LLARAPP_PIPELINE_STATUS"
@@ -58,7 +60,8 @@ def run_stage(stage: str) -> Iterator[None]:
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    log.info("stage %s: start", stage)
+    threads = apply_thread_limits()  # the pod's CPU quota, not the node's cores
+    log.info("stage %s: start (%d threads)", stage, threads)
     start = time.perf_counter()
     try:
         yield

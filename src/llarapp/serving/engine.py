@@ -32,6 +32,7 @@ retrieved candidates (``k`` > N) are filled by popularity, with scores below eve
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections import OrderedDict
@@ -123,6 +124,44 @@ def _as_array(payload: dict, key: str, dtype, ndim: int, optional: bool = False)
     return arr
 
 
+class ModelLoadError(ValueError):
+    """A model folder with a corrupt or truncated file: refused at load."""
+
+
+def damaged_file(folder: Path) -> str | None:
+    """The first file of the model ``folder`` that does not read back whole, and why; None
+    when every ``.npz`` (CRC-checked member by member), ``.safetensors``, ``.onnx`` and
+    ``.json`` file parses.
+
+    Run after a load failed, to name the culprit: a truncated file or a damaged header fails
+    here; flipped bits inside safetensors / ONNX weights carry no checksum and load.
+    """
+    for path in sorted(Path(folder).rglob("*")):
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    for key in z.files:
+                        z[key]
+            elif path.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(path, "np") as f:
+                    for key in f.keys():  # noqa: SIM118 (a safetensors handle)
+                        f.get_tensor(key)
+            elif path.suffix == ".onnx":
+                import onnx
+
+                onnx.load(str(path))  # its external data too
+            elif path.suffix == ".json":
+                json.loads(path.read_bytes())
+            else:
+                continue
+        except Exception as exc:
+            why = " ".join(str(exc).split())[:200]
+            return f"{path} is corrupt or truncated ({type(exc).__name__}: {why})"
+    return None
+
+
 class ServingEngine:
     """Encode / retrieve / rank over a loaded :class:`~llarapp.models.llarapp.LlaraPP`.
 
@@ -181,10 +220,16 @@ class ServingEngine:
         from llarapp.serving.model_uri import resolve_model_uri
 
         resolved = resolve_model_uri(uri, cache_dir)
-        model = Recommender.load(resolved.path)
-        if not hasattr(model, "stage"):
-            raise ValueError(f"{uri}: a {model.name} model; serving needs a llara++ model")
-        return cls(model, resolved.path, resolved.version, steps, ranker_backend)
+        try:
+            model = Recommender.load(resolved.path)
+            if not hasattr(model, "stage"):
+                raise ValueError(f"{uri}: a {model.name} model; serving needs a llara++ model")
+            return cls(model, resolved.path, resolved.version, steps, ranker_backend)
+        except Exception as exc:
+            bad = damaged_file(resolved.path)
+            if bad is None:  # the files parse: the error says what is wrong
+                raise
+            raise ModelLoadError(f"{uri}: not loaded, {bad}") from exc
 
     # ------------------------------------------------------------------ ranker backends
     def _init_ranker(self, backend: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from llarapp.cpu import usable_cpus
 from llarapp.text.minilm import DIM, MODEL_NAME, feature_encoder_dir, model_path
 from llarapp.text.runtime import OnnxTextEncoder
 
@@ -161,12 +162,11 @@ def _onnx_encoder(batch_size: int):
         log.info("building the QInt8 feature encoder in %s (once)", folder)
         export_feature_encoder(folder)
     max_length = json.loads((folder / "encoder.json").read_text())["max_length"]
-    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return OnnxTextEncoder(
         folder / "encoder.qint8.onnx",
         folder / "tokenizer",
         max_length,
         threads=1,
         batch_size=batch_size,
-        workers=workers or 1,
+        workers=usable_cpus(),
     )
