@@ -37,9 +37,10 @@ import scipy.sparse as sp
 
 from llarapp.data.dataset import Case, Track
 from llarapp.data.names import TrackNames
-from llarapp.models.ann import AnnIndex, recall_of
+from llarapp.models.ann import recall_of
 from llarapp.models.base import Recommender
 from llarapp.models.llarapp import LlaraPP, Stage
+from llarapp.models.llarapp.model import INDEXES, build_index
 from llarapp.models.llarapp.stage import Catalog
 from llarapp.models.retriever import Retriever
 
@@ -227,11 +228,8 @@ def run_ann_benchmark(
     retriever = model.stage.retriever
     _, vectors_s = _timed(lambda: model.catalog_vectors)[:2]
     indexes, built = {}, {}
-    for name, vectors, top in (
-        ("behavior", retriever.behavior, retriever.n_candidates),
-        ("titles", retriever.title_vectors, retriever.title_neighbours),
-    ):
-        index, wall, _ = _timed(lambda v=vectors, t=top: AnnIndex.build(v, t))
+    for name in INDEXES:
+        index, wall, _ = _timed(lambda name=name: build_index(retriever, name))
         indexes[name] = index
         built[name] = {
             **index.meta,
@@ -239,7 +237,8 @@ def run_ann_benchmark(
             "bytes": int(index.index.ntotal * (index.index.d * 4 + 8)),
         }
     cases = _requests(model, material, requests + 10, seed)
-    exact_t, ann_t, rec = (
+    exact_t, ann_t, exact_runs, rec = (
+        [],
         [],
         [],
         {"seed": [], "title": [], "titles": [], "candidates": [], "top_k": []},
@@ -251,11 +250,13 @@ def run_ann_benchmark(
         ann = _serve(model, case, title_vec, k)
         if i < 10:  # warm-up
             continue
+        exact_runs.append(exact)
         exact_t.append((exact["wall"], exact["cpu"]))
         ann_t.append((ann["wall"], ann["cpu"]))
         rec["candidates"].append(recall_of(ann["candidates"], exact["candidates"]))
         rec["top_k"].append(recall_of(ann["ranked"], exact["ranked"]))
         rec.update(_source_recalls(model, title_vec, exact["query"], rec))
+    sweep = _nprobe_sweep(model, indexes, cases[10:], exact_runs, k)
     result = {
         "synthetic": SYNTHETIC,
         "model": str(model_dir),
@@ -277,11 +278,57 @@ def run_ann_benchmark(
             for key, v in rec.items()
             if v
         },
+        "nprobe_sweep": sweep,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
     return result
+
+
+def _nprobe_sweep(model: LlaraPP, indexes: dict, cases: list, exact_runs: list, k: int) -> list:
+    """Fewer probed lists than the build chose (both indexes, capped at their lists): CPU p50
+    and the recall of the exact run's candidates and final k, on the same requests."""
+    tuned = {name: index.index.nprobe for name, index in indexes.items()}
+    out = []
+    for nprobe in (8, 32, 128):
+        for index in indexes.values():
+            index.index.nprobe = min(nprobe, index.meta["nlist"])
+        runs = [_serve(model, case, title_vec, k) for case, title_vec in cases]
+        out.append(
+            {
+                "nprobe": nprobe,
+                "cpu_p50_ms": round(float(np.median([r["cpu"][0] for r in runs])) * 1e3, 2),
+                "retrieve_cpu_p50_ms": round(
+                    float(np.median([r["cpu"][2] for r in runs])) * 1e3, 2
+                ),
+                "candidates_recall": round(
+                    float(
+                        np.mean(
+                            [
+                                recall_of(r["candidates"], e["candidates"])
+                                for r, e in zip(runs, exact_runs, strict=True)
+                            ]
+                        )
+                    ),
+                    4,
+                ),
+                "top_k_recall": round(
+                    float(
+                        np.mean(
+                            [
+                                recall_of(r["ranked"], e["ranked"])
+                                for r, e in zip(runs, exact_runs, strict=True)
+                            ]
+                        )
+                    ),
+                    4,
+                ),
+            }
+        )
+    for name, index in indexes.items():
+        index.index.nprobe = tuned[name]
+    return out
 
 
 def _exact_top(scores: np.ndarray, n: int) -> np.ndarray:
@@ -334,5 +381,15 @@ def format_table(result: dict) -> str:
         rows.append(
             f"| {name} | {m['rows']:,} | {m['nlist']} | {m['nprobe']} | {m['recall']:.4f} | "
             f"{m['build_s']} | {m['bytes'] / 2**20:.0f} |"
+        )
+    rows += [
+        "",
+        "| nprobe (both) | CPU p50 | retrieve CPU p50 | candidates recall | top-k recall |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["nprobe_sweep"]:
+        rows.append(
+            f"| {r['nprobe']} | {r['cpu_p50_ms']} ms | {r['retrieve_cpu_p50_ms']} ms | "
+            f"{r['candidates_recall']} | {r['top_k_recall']} |"
         )
     return "\n".join(rows)

@@ -10,8 +10,10 @@ Inner product is not a metric, and ALS vectors differ in norm, so the index hold
 augmented to one common norm (``[x, sqrt(M^2 - |x|^2)]``, M the largest norm; a query gets a
 0 there): the nearest by angle in that space are exactly the largest inner products, and the
 k-means lists cluster well. ``nprobe`` is chosen at build time: the smallest power of two whose
-recall of the exact top-k, over probe queries drawn from the vectors themselves (single rows
-and means of ten), reaches ``target_recall``; the recall reached is kept with the index.
+recall of the exact top-k, over probe queries drawn from what will query the index (the
+training playlists' vectors for the behavior index: a seed query is a playlist's fold-in;
+titles for the title index), reaches ``target_recall``; the recall reached is kept with the
+index.
 
 Files (beside the model, ``ann/NAME.faiss`` + ``ann/NAME.json``): the faiss index, and
 ``{"rows", "dim", "nlist", "nprobe", "k", "recall", "max_norm"}``. The index is loaded with
@@ -65,12 +67,14 @@ class AnnIndex:
         cls,
         vectors: np.ndarray,
         k: int,
+        queries: np.ndarray | None = None,
         target_recall: float = 0.99,
         probes: int = 64,
         seed: int = 0,
     ) -> AnnIndex:
-        """Index ``vectors`` (n, d) for top-``k`` queries; ``nprobe`` tuned on ``probes``
-        probe queries to reach ``target_recall`` of the exact top-``k`` (all lists at most).
+        """Index ``vectors`` (n, d) for top-``k`` queries; ``nprobe`` tuned on ``probes`` rows
+        of ``queries`` (default: of ``vectors``) to reach ``target_recall`` of the exact
+        top-``k`` (all lists at most).
 
         Raises:
             ValueError: fewer than 2 rows, ``k`` < 1, or a target outside (0, 1].
@@ -94,7 +98,9 @@ class AnnIndex:
         index.train(_augment(vectors[np.sort(sample)], max_norm))
         for start in range(0, n, 65_536):  # augmented a block at a time: bounded memory
             index.add(_augment(vectors[start : start + 65_536], max_norm))
-        queries = _probe_queries(vectors, probes, rng)
+        pool = vectors if queries is None else queries
+        queries = np.asarray(pool[np.sort(rng.choice(len(pool), min(probes, len(pool))))])
+        queries = queries.astype(np.float32)
         exact = [_exact_top(vectors, q, k) for q in queries]
         meta = {"rows": n, "dim": d, "nlist": nlist, "k": k, "max_norm": max_norm}
         nprobe = 1
@@ -167,13 +173,6 @@ def _augment(x: np.ndarray, max_norm: float | None) -> np.ndarray:
         sq = max_norm * max_norm - np.einsum("ij,ij->i", x, x)
         extra[:, 0] = np.sqrt(np.maximum(sq, 0.0))
     return np.ascontiguousarray(np.hstack([x, extra]))
-
-
-def _probe_queries(vectors: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Half single rows, half means of ten rows (a playlist's seeds), float32."""
-    rows = vectors[np.sort(rng.choice(len(vectors), n // 2 + 10 * (n - n // 2)))]
-    single, groups = rows[: n // 2], rows[n // 2 :].reshape(n - n // 2, 10, -1)
-    return np.concatenate([single, groups.mean(axis=1)]).astype(np.float32)
 
 
 def _exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:

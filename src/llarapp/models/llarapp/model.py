@@ -349,9 +349,15 @@ class LlaraPP(Recommender):
 INDEXES = {"behavior": ("behavior_index", "behavior"), "titles": ("title_index", "title_vectors")}
 
 
-def _top_k(retriever: Retriever, name: str) -> int:
-    """What the index answers: N candidates (behavior) or the nearest titles."""
-    return retriever.n_candidates if name == "behavior" else retriever.title_neighbours
+def build_index(retriever: Retriever, name: str) -> AnnIndex:
+    """The retriever's index ``name`` (:data:`INDEXES`), ``nprobe`` tuned on what queries it:
+    the behavior index for N candidates on the training playlists' vectors (a seed query is a
+    playlist's fold-in), the title index for the nearest titles on titles."""
+    if name == "behavior":
+        return AnnIndex.build(
+            retriever.behavior, retriever.n_candidates, retriever.playlist_vectors
+        )
+    return AnnIndex.build(retriever.title_vectors, retriever.title_neighbours)
 
 
 def save_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
@@ -363,7 +369,7 @@ def save_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
             continue
         index = getattr(retriever, attr)
         if index is None or index.rows != len(vectors):
-            index = AnnIndex.build(vectors, _top_k(retriever, name))
+            index = build_index(retriever, name)
         index.save(path / ANN_DIR, name)
 
 
@@ -378,7 +384,7 @@ def load_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
         index = AnnIndex.load(path / ANN_DIR, name, vectors.shape)
         if index is None:
             log.warning("%s: no %s index for its %d rows; building one", path, name, len(vectors))
-            index = AnnIndex.build(vectors, _top_k(retriever, name))
+            index = build_index(retriever, name)
         setattr(retriever, attr, index)
 
 
