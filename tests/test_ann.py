@@ -13,6 +13,7 @@ from llarapp.data.dataset import Case, Track
 from llarapp.models.ann import ANN_DIR, AnnIndex, recall_of
 from llarapp.models.base import ARRAYS_FILE, MODEL_FILE, Recommender
 from llarapp.models.npz import load_npz
+from llarapp.models.retriever import FEATURES
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -103,10 +104,14 @@ def test_a_model_above_its_threshold_retrieves_by_index_and_shares_its_arrays(ti
         assert len(ranked) == 20 and not set(ranked) & {t.track_uri for t in case.seeds}
     for index in (retriever.behavior_index, retriever.title_index):
         index.index.nprobe = index.meta["nlist"]  # every list read: the exact answer
-    for case in cases:  # the same candidates (near-ties may swap: sums in another order)
+    for case in cases:  # the same candidates (near-ties may swap: sums in another order, and
+        # so may the reciprocal ranks of tracks the sources score alike)
         got, want = model.candidates(case), exact_model.candidates(case)
         g, w = np.argsort(got.candidates), np.argsort(want.candidates)
         np.testing.assert_array_equal(got.candidates[g], want.candidates[w])
-        np.testing.assert_allclose(got.features[g], want.features[w], atol=2e-3)
+        scores = [j for j, name in enumerate(FEATURES) if name != "rrf"]  # rrf: ranks, near-ties
+        np.testing.assert_allclose(
+            got.features[g][:, scores], want.features[w][:, scores], atol=1e-4
+        )
     arrays = load_npz(model_dir / ARRAYS_FILE, mmap=False)
     assert len(arrays["behavior"]) == retriever.behavior_index.rows
