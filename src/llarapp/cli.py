@@ -428,6 +428,16 @@ def cmd_serving_bench(args: argparse.Namespace) -> None:
     print(f"\nJSON: {args.out}\nlatency histogram: {result['chart']}")
 
 
+def cmd_ann_bench(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.ann import format_table, run_ann_benchmark
+
+    result = run_ann_benchmark(
+        args.model, args.out, args.tracks, args.playlists, args.requests, args.k, args.seed
+    )
+    print(format_table(result))
+    print(f"\nsynthetic: {result['synthetic']}\nJSON: {args.out}")
+
+
 def _pipelines_runner() -> ModuleType:
     """:mod:`pipelines.runner`: compile, run and submit (kfp lives there, never in the library).
 
@@ -819,6 +829,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive, default=5, help="candidate draws to average")
     p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
     p.set_defaults(fn=cmd_lastfm)
+
+    p = bench.add_parser(
+        "ann", help="exact vs indexed retrieval on a large synthetic catalogue (docs/scale.md)"
+    )
+    p.add_argument("--model", required=True, help="a trained MODEL_DIR: ranker, projector, ALS")
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--tracks", type=_positive, default=1_000_000, help="synthetic catalogue")
+    p.add_argument("--playlists", type=_positive, default=300_000, help="synthetic titles")
+    p.add_argument("--requests", type=_positive, default=200, help="title + 10 seeds each")
+    p.add_argument("--k", type=_positive, default=500, help="recommendations per request")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_ann_bench)
 
     p = groups.add_parser(
         "train",

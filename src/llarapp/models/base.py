@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from llarapp.data.dataset import Case, TrainSet
+from llarapp.models.npz import load_npz, save_npz
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class Recommender(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         arrays = {"track_uris": self.track_uris, "popularity": self.popularity, **self._arrays()}
-        np.savez(path / ARRAYS_FILE, **arrays)
+        save_npz(path / ARRAYS_FILE, **arrays)  # renamed over: a loaded model may map it
         meta = {"name": self.name, "config": self.config_dict()}
         (path / MODEL_FILE).write_text(json.dumps(meta, indent=2))
         return path
@@ -140,8 +141,7 @@ class Recommender(ABC):
     def _load(cls, path: Path, meta: dict[str, Any]) -> Recommender:
         """Restore from a folder written by :meth:`save` (models with more files override)."""
         model = cls.from_config(meta.get("config", {}))
-        with np.load(path / ARRAYS_FILE, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = load_npz(path / ARRAYS_FILE)  # big arrays mapped read-only
         model._set_catalogue(arrays.pop("track_uris"), arrays.pop("popularity"))
         model._restore(arrays)
         return model

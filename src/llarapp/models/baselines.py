@@ -159,7 +159,9 @@ class ALS(Recommender):
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
         self._model = self._new_model()
         self._model.num_threads = 1
-        self._model.item_factors = arrays["item_factors"].astype(np.float32)
+        factors = np.asarray(arrays["item_factors"], np.float32)  # mapped read-only
+        # implicit's Cython fold-in (BM25 weights) takes writable buffers only
+        self._model.item_factors = factors.copy() if self.config.bm25 else factors
         self._model.user_factors = np.zeros((1, self.config.factors), dtype=np.float32)
         self._item_norm = arrays["item_norm"]
 

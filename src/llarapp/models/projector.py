@@ -57,10 +57,11 @@ class Projector(nn.Module):
 
     @torch.inference_mode()
     def project(self, text: np.ndarray, batch: int = 8192) -> np.ndarray:
-        """Numpy in, numpy out, batched (float32)."""
+        """Numpy in (float16 or float32), numpy out (float32), batched."""
         self.eval()
         out = [
-            self(torch.from_numpy(text[i : i + batch])).numpy() for i in range(0, len(text), batch)
+            self(torch.from_numpy(np.asarray(text[i : i + batch], np.float32))).numpy()
+            for i in range(0, len(text), batch)
         ]
         return np.concatenate(out) if out else np.zeros((0, self.net[-1].out_features), np.float32)
 

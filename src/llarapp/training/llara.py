@@ -51,6 +51,7 @@ from llarapp.data.names import TrackNames
 from llarapp.data.schema import INTERACTIONS_FILE, NEGATIVES_FILE, TRACKS_FILE
 from llarapp.data.split import CATEGORIES, FOLDS, make_case, split
 from llarapp.evaluation.metrics import ndcg
+from llarapp.models.ann import DEFAULT_THRESHOLD as DEFAULT_ANN_THRESHOLD
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.llarapp import (
     Catalog,
@@ -83,6 +84,8 @@ class LlaraTrainConfig:
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     knn_alpha: float = 0.2  # item-kNN exponent inside the retriever
     n_candidates: int = 800  # retriever output N
+    ann_threshold: int = DEFAULT_ANN_THRESHOLD  # catalogues / title sets with more rows are
+    # searched by an approximate index (llarapp.models.ann), saved beside the model
     rank_share: float = 0.25  # training playlists held out of the first stage -> ranker cases
     cases_per_playlist: int = 6  # challenge-style cases drawn per held-out playlist
     max_seeds: int = 50  # the last seeds the ranker reads

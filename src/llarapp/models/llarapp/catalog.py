@@ -39,8 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +52,7 @@ from llarapp.data.dataset import Track
 from llarapp.data.names import TRACK_NAMES_FILE, name_key
 from llarapp.models.base import ARRAYS_FILE, MODEL_FILE
 from llarapp.models.llarapp.stage import artist_key
+from llarapp.models.npz import replace_file
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +294,8 @@ def add_tracks(model_dir: Path | str, tracks: Sequence[NewTrack], embed=None) ->
         added_names = pa.concat_tables(
             [names.select(columns).cast(added_names.schema), added_names]
         )
-    _replace(model_dir / TRACK_NAMES_FILE, lambda f: pq.write_table(added_names, f))
-    _replace(model_dir / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
+    replace_file(model_dir / TRACK_NAMES_FILE, lambda f: pq.write_table(added_names, f))
+    replace_file(model_dir / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
     log.info(
         "catalog add: %d tracks (%d from their artist, %d projected) -> %s",
         len(new),
@@ -305,17 +304,3 @@ def add_tracks(model_dir: Path | str, tracks: Sequence[NewTrack], embed=None) ->
         model_dir,
     )
     return report
-
-
-def _replace(path: Path, write) -> None:
-    """Write ``path`` through a temporary file in its folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

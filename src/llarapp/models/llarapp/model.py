@@ -22,6 +22,7 @@ Folder layout (``save`` / ``Recommender.load``)::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from llarapp.data.dataset import Case, TrainSet
 from llarapp.data.names import TrackNames, write_track_names
+from llarapp.models.ann import ANN_DIR, DEFAULT_THRESHOLD, AnnIndex
 from llarapp.models.base import (
     ARRAYS_FILE,
     MODEL_FILE,
@@ -43,8 +45,11 @@ from llarapp.models.baselines import ALS
 from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.llarapp.stage import Catalog, Query, Stage
 from llarapp.models.llarapp.steps import Candidates, Embed, Ranked, encode, ranker_inputs, retrieve
+from llarapp.models.npz import load_npz, save_npz
 from llarapp.models.projector import Projector
 from llarapp.models.retriever import FEATURES, Retriever
+
+log = logging.getLogger(__name__)
 
 RETRAIN = (
     "Train a new model with this version (`llarapp train` or the training pipeline); LoRA "
@@ -99,7 +104,7 @@ class LlaraPP(Recommender):
         self.stage, self.ranker, self.names = stage, ranker.eval(), names
         self._set_catalogue(stage.catalog.uris, stage.popularity)
         self.pop_order = np.argsort(-self._tiebreak, kind="stable")
-        self._text = np.ascontiguousarray(stage.catalog.text, dtype=np.float32)
+        self._text = stage.catalog.text  # float16 when loaded (mapped): rows widen when read
         self._behavior = np.ascontiguousarray(stage.behavior, dtype=np.float32)
         self._catalog_vectors = None
 
@@ -120,6 +125,11 @@ class LlaraPP(Recommender):
     @property
     def hybrid(self) -> bool:
         return self.config.get("curriculum") != "text-only"
+
+    @property
+    def ann_threshold(self) -> int:
+        """Catalogues and title sets with more rows are searched by an approximate index."""
+        return int(self.config.get("ann_threshold", DEFAULT_THRESHOLD))
 
     @property
     def max_seeds(self) -> int:
@@ -190,14 +200,16 @@ class LlaraPP(Recommender):
         """``(n_items, H)`` the ranker's candidate vector of every catalogue track, computed on
         first use (candidate vectors depend on the track alone, so serving gathers rows)."""
         if self._catalog_vectors is None:
-            text, behavior = torch.from_numpy(self._text), torch.from_numpy(self._behavior)
-            use = torch.full((len(text),), 1.0 if self.hybrid else 0.0)
+            n, f32 = len(self._text), np.float32
+            use = torch.full((8192,), 1.0 if self.hybrid else 0.0)
             self._catalog_vectors = torch.cat(
                 [
                     self.ranker.candidate_vectors(
-                        text[i : i + 8192], behavior[i : i + 8192], use[i : i + 8192]
+                        torch.from_numpy(np.asarray(self._text[i : i + 8192], f32)),
+                        torch.from_numpy(np.asarray(self._behavior[i : i + 8192], f32)),
+                        use[: min(8192, n - i)],
                     )
-                    for i in range(0, len(text), 8192)
+                    for i in range(0, n, 8192)
                 ]
             )
         return self._catalog_vectors
@@ -241,7 +253,7 @@ class LlaraPP(Recommender):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         st = self.stage
-        np.savez(
+        save_npz(  # renamed over the old file, which this model may be mapping
             path / ARRAYS_FILE,
             track_uris=self.track_uris,
             popularity=self.popularity,
@@ -266,6 +278,7 @@ class LlaraPP(Recommender):
             ),
         )
         st.als.save(path / "als")
+        save_indexes(path, st.retriever, self.ann_threshold)
         save_file(st.track_projector.state_dict(), path / "track_projector.safetensors")
         self.ranker.save_pretrained(path / "ranker")
         if self.names is not None:  # names in responses, seeds sent by name
@@ -283,15 +296,17 @@ class LlaraPP(Recommender):
                 f"version computes {len(FEATURES)} ({', '.join(FEATURES)}). {RETRAIN}"
             )
         config = meta.get("config", {})
-        with np.load(path / ARRAYS_FILE, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = load_npz(path / ARRAYS_FILE)
         if "playlist_vectors" not in arrays:
             raise ValueError(
                 f"{path}: saved by an older version, which queried by a title projector; "
                 f"this one needs the training playlists' vectors (playlist_vectors). {RETRAIN}"
             )
-        text = arrays["text"].astype(np.float32)
-        behavior = arrays["behavior"]
+        text = arrays["text"]  # float16, mapped
+        behavior = np.asarray(arrays["behavior"], np.float32)
+        threshold = int(config.get("ann_threshold", DEFAULT_THRESHOLD))
+        titles = arrays["title_vectors"]  # exact below the threshold: float32 for the product
+        titles = titles if len(titles) > threshold else titles.astype(np.float32)
         n_warm = int(arrays["n_warm"])
         als = Recommender.load(path / "als")
         if not isinstance(als, ALS):
@@ -306,11 +321,12 @@ class LlaraPP(Recommender):
             item_playlists,
             float(config.get("knn_alpha", 0.2)),
             int(config.get("n_candidates", 800)),
-            title_vectors=arrays["title_vectors"].astype(np.float32),
-            playlist_vectors=arrays["playlist_vectors"].astype(np.float32),
+            title_vectors=titles,
+            playlist_vectors=arrays["playlist_vectors"],  # float16, mapped: rows are read
             artist_codes=arrays.get("artist_codes"),
             n_trained=int(arrays["n_trained"]) if "n_trained" in arrays else None,
         )
+        load_indexes(path, retriever, threshold)
         stage = Stage(
             catalog=Catalog(arrays["track_uris"].astype(str), text),
             n_warm=n_warm,
@@ -327,6 +343,49 @@ class LlaraPP(Recommender):
         ranker = LlaraForCandidateScoring.from_pretrained(path / "ranker")
         model.attach(stage, ranker, TrackNames.load(path, stage.catalog.uris))
         return model
+
+
+#: the retriever's indexed arrays: index name -> (attribute of the index, of its vectors)
+INDEXES = {"behavior": ("behavior_index", "behavior"), "titles": ("title_index", "title_vectors")}
+
+
+def build_index(retriever: Retriever, name: str) -> AnnIndex:
+    """The retriever's index ``name`` (:data:`INDEXES`), ``nprobe`` tuned on what queries it:
+    the behavior index for N candidates on the training playlists' vectors (a seed query is a
+    playlist's fold-in), the title index for the nearest titles on titles."""
+    if name == "behavior":
+        return AnnIndex.build(
+            retriever.behavior, retriever.n_candidates, retriever.playlist_vectors
+        )
+    return AnnIndex.build(retriever.title_vectors, retriever.title_neighbours)
+
+
+def save_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
+    """Write ``path/ann/`` the retriever's indexes of more than ``threshold`` rows (built now
+    where the retriever has none)."""
+    for name, (attr, vectors_attr) in INDEXES.items():
+        vectors = getattr(retriever, vectors_attr)
+        if vectors is None or len(vectors) <= threshold:
+            continue
+        index = getattr(retriever, attr)
+        if index is None or index.rows != len(vectors):
+            index = build_index(retriever, name)
+        index.save(path / ANN_DIR, name)
+
+
+def load_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
+    """Give ``retriever`` its indexes of more than ``threshold`` rows: mapped from
+    ``path/ann/``, or built now (logged) for a model saved without them or whose catalogue
+    grew since (``llarapp catalog add``)."""
+    for name, (attr, vectors_attr) in INDEXES.items():
+        vectors = getattr(retriever, vectors_attr)
+        if vectors is None or len(vectors) <= threshold:
+            continue
+        index = AnnIndex.load(path / ANN_DIR, name, vectors.shape)
+        if index is None:
+            log.warning("%s: no %s index for its %d rows; building one", path, name, len(vectors))
+            index = build_index(retriever, name)
+        setattr(retriever, attr, index)
 
 
 def load_projector(path: Path | str) -> Projector:

@@ -117,7 +117,8 @@ def ranker_inputs(
     place they are built, for training, the benchmark, the servers and the export.
 
     Args:
-        text: (n_items, text_dim) float32 catalogue text vectors.
+        text: (n_items, text_dim) catalogue text vectors (float16 or float32; the rows read
+            are widened to float32).
         behavior: (n_items, f) float32 catalogue behavior vectors.
         title_vecs: per case, the (text_dim,) title vector or None.
         seed_idx: per case, (S_i,) catalogue indices of the seeds the ranker reads.
@@ -155,14 +156,14 @@ def ranker_inputs(
     inputs = {
         "title_vec": title,
         "title_mask": title_mask,
-        "seed_text": text[seeds],
+        "seed_text": np.asarray(text[seeds], np.float32),
         "seed_behavior": behavior[seeds],
         "seed_use_behavior": seed_mask * use,
         "seed_mask": seed_mask,
     }
     if cand_vectors is None:
         inputs |= {
-            "cand_text": text[cands],
+            "cand_text": np.asarray(text[cands], np.float32),
             "cand_behavior": behavior[cands],
             "cand_use_behavior": cand_mask * use,
         }
