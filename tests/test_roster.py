@@ -22,6 +22,7 @@ def test_roster_lists_the_baselines_then_the_llara_rows() -> None:
         "llara++",
         "llara++/text-only",
         "llara++/no-curriculum",
+        "llara++/feature-head",
         "llara++/split-run",
     )
 

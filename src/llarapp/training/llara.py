@@ -97,7 +97,7 @@ class LlaraTrainConfig:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    epochs: int = 10
+    epochs: int = 10  # 0: no gradient step, the ranker is its tuned feature head alone
     batch_size: int = 32
     lr: float = 3e-4  # the transformer and candidate tower
     finetune_lr: float = 3e-3  # the same when fine-tuning a base_model (adapters learn fast)
@@ -119,11 +119,12 @@ class LlaraTrainConfig:
         if not 0 < self.rank_share < 1:
             raise ValueError(f"rank_share={self.rank_share}: expected 0 < x < 1")
         for name in (
-            "n_candidates", "max_seeds", "epochs", "batch_size", "cases_per_playlist",
-            "feedback_repeat",
+            "n_candidates", "max_seeds", "batch_size", "cases_per_playlist", "feedback_repeat",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"LlaraTrainConfig.{name}={getattr(self, name)}: expected >= 1")
+        if self.epochs < 0:
+            raise ValueError(f"LlaraTrainConfig.epochs={self.epochs}: expected >= 0")
         if self.lora_r < 0:
             raise ValueError(f"LlaraTrainConfig.lora_r={self.lora_r}: expected >= 0")
 
@@ -965,7 +966,7 @@ def _fit_ranker(
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
     steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
-    total = config.epochs * steps_per_epoch
+    total = max(1, config.epochs * steps_per_epoch)  # (no epoch: the starting point is kept)
     ramp = int(0.8 * total)  # the curriculum reaches all-hybrid tokens at 80 % of training
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, head_lr], total_steps=total)
     serve_hybrid = config.curriculum != "text-only"

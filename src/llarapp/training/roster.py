@@ -22,6 +22,9 @@ name                         fitted with
 ``llara++``                  :func:`~llarapp.training.llara.train_llara`, ``linear`` curriculum
 ``llara++/text-only``        the same, ``text-only`` curriculum (ablation)
 ``llara++/no-curriculum``    the same, ``none`` curriculum (ablation)
+``llara++/feature-head``     the same, no gradient step: the ranker's feature head at the
+                             tuned linear blend of the retrieval features (what the
+                             transformer must beat; ablation)
 ``llara++/split-run``        ``llara++`` before its refit: fitted on its own split's
                              training fold (the nested check of the refit; ``refit`` only)
 ===========================  ==========================================================
@@ -67,12 +70,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASELINES = ("most_popular", "item_knn", "als", "title_knn")
-LLARA_CURRICULA = {
-    "llara++": "linear",
-    "llara++/text-only": "text-only",
-    "llara++/no-curriculum": "none",
+LLARA_CONFIGS: dict[str, dict[str, Any]] = {
+    "llara++": {"curriculum": "linear"},
+    "llara++/text-only": {"curriculum": "text-only"},
+    "llara++/no-curriculum": {"curriculum": "none"},
+    "llara++/feature-head": {"epochs": 0},
 }
-"""LLaRA++ rows of the roster: the full model and its two ablations, by curriculum."""
+"""LLaRA++ rows of the roster: the full model and its ablations, by what each changes of
+:class:`~llarapp.training.llara.LlaraTrainConfig`."""
 TRAINING_FOLDS = ("train", "valid")
 """With ``refit``, every model's final fit is on these folds' playlists."""
 
@@ -175,7 +180,7 @@ def _llara(roster: Roster, name: str) -> Recommender:
         training_split,
     )
 
-    config = LlaraTrainConfig(curriculum=LLARA_CURRICULA[name])
+    config = LlaraTrainConfig(**LLARA_CONFIGS[name])
     folder = roster.models_dir / name.replace("/", "-")  # (the split run: beside it)
     data_dir, split_dir = roster.data_dir, roster.split_dir
     if roster.final is not None:  # what `llarapp train --data` runs on the training playlists
@@ -244,7 +249,7 @@ _FITTERS: dict[str, Callable[[Roster], Recommender]] = {
     "item_knn": _item_knn,
     "als": _als,
     "title_knn": _title_knn,
-    **{name: (lambda roster, n=name: _llara(roster, n)) for name in LLARA_CURRICULA},
+    **{name: (lambda roster, n=name: _llara(roster, n)) for name in LLARA_CONFIGS},
     "llara++/split-run": _split_run,
 }
 MODELS = tuple(_FITTERS)
