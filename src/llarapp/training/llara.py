@@ -511,9 +511,10 @@ def feedback_cases(
         disliked = [index[u] for u in rows["track_uri"].unique() if u in index]
         if not disliked:
             continue
-        # the vote speaks for the title too: other requests under it (other seeds) are asked
-        # the same way, so the title alone is a case of its own
-        for seed_uris in (seeds, []) if seeds and title is not None else (seeds,):
+        contexts = [seeds]
+        if seeds and title is not None:  # the vote speaks for the title's other requests too
+            contexts.append([])
+        for seed_uris in contexts:
             case = Case(title, tuple(Track("", "", u) for u in seed_uris))
             q = encode(stage, case, encoder.encode)
             rc = make_rank_case(stage, q, np.array(liked, np.int64), config.max_seeds)
