@@ -96,26 +96,50 @@ class DenseScorer:
         return self.session.run(None, {"q": q})[0]
 
 
-def top_n(scores: np.ndarray, n: int, among: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the ``n`` largest ``scores`` (restricted to ``among``), best first; exact."""
-    vals = scores if among is None else scores[among]
-    top = np.argpartition(vals, len(vals) - n)[len(vals) - n :] if len(vals) > n else None
-    if top is not None:
-        vals = vals[top]
-    order = np.argsort(-vals, kind="stable")
-    if among is None:
-        return order if top is None else top[order]
-    return among[order] if top is None else among[top[order]]
+def top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest ``scores``, best first; exact."""
+    top = np.argpartition(scores, len(scores) - n)[len(scores) - n :] if len(scores) > n else None
+    order = np.argsort(-(scores if top is None else scores[top]), kind="stable")
+    return order if top is None else top[order]
 
 
-def row_votes(csr: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
-    """``(n,)`` float32: ``csr[rows].T @ weights`` without scipy's per-call overhead
-    (``bincount`` over the rows' column indices)."""
+class Votes:
+    """A sparse source's votes over ``n`` tracks: the tracks voted for (ascending) and their
+    votes; indexed like a dense array of length ``n`` (0 where there is no vote)."""
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray, n: int) -> None:
+        self.rows, self.values, self.n = rows, values, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        if not len(self.rows):
+            return np.zeros(len(rows), self.values.dtype)
+        at = np.minimum(np.searchsorted(self.rows, rows), len(self.rows) - 1)
+        return np.where(self.rows[at] == rows, self.values[at], 0).astype(self.values.dtype)
+
+    def scaled(self, factors: np.ndarray) -> Votes:
+        """Each vote times ``factors`` (indexed by track)."""
+        return Votes(self.rows, self.values * factors[self.rows], self.n)
+
+
+def row_votes(csr: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray, n: int) -> Votes:
+    """``csr[rows].T @ weights`` (float32) over ``n`` columns, without scipy's per-call
+    overhead and without an ``n``-long array where the votes are few: a catalogue of millions
+    would cost a few ms a source to allocate, fill and scan."""
     starts, lengths = csr.indptr[rows], csr.indptr[rows + 1] - csr.indptr[rows]
     at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
     weights = np.repeat(weights, lengths) * csr.data[at]
-    votes = np.bincount(csr.indices[at], weights=weights, minlength=n)
-    return votes.astype(np.float32)
+    cols = csr.indices[at]
+    if 8 * len(cols) < n:  # sorting the few votes beats reading n
+        voted, inverse = np.unique(cols, return_inverse=True)
+        sums = np.bincount(inverse, weights=weights, minlength=len(voted))
+    else:
+        dense = np.bincount(cols, weights=weights, minlength=n)
+        voted = np.flatnonzero(dense)
+        sums = dense[voted]
+    return Votes(voted, sums.astype(np.float32), n)
 
 
 class IndexedSource:
@@ -280,13 +304,14 @@ class Retriever:
         dense = iter(self.dense_scores(np.stack(queries)) if queries else ())
         return [None if q is None else next(dense) for q in (seed_query, title_query)]
 
-    def knn_scores(self, warm_seeds: np.ndarray) -> np.ndarray:
-        """(n_warm,) co-occurrence scores of the warm seeds."""
+    def knn_scores(self, warm_seeds: np.ndarray) -> Votes:
+        """Co-occurrence scores of the warm seeds (over the warm tracks)."""
         n, a = self._knn_norm, self.knn_alpha
         n_playlists = self.item_playlists.shape[1]
         votes = row_votes(self.item_playlists, warm_seeds, n[warm_seeds] ** -(1.0 - a), n_playlists)
-        held = np.flatnonzero(votes)  # only the seeds' playlists vote
-        return row_votes(self._playlist_items, held, votes[held], self.n_warm) * self._knn_scale
+        held = votes.values != 0  # only the seeds' playlists vote
+        votes = row_votes(self._playlist_items, votes.rows[held], votes.values[held], self.n_warm)
+        return votes.scaled(self._knn_scale)
 
     def nearest_titles(self, title_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, cosines)`` of the ``title_neighbours`` training titles nearest the title
@@ -300,8 +325,8 @@ class Retriever:
         near = np.argpartition(-sims, k - 1)[:k]
         return near, np.maximum(sims[near], 0.0)
 
-    def title_knn_scores(self, nearest: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """(n_warm,) votes of the training playlists with the nearest titles
+    def title_knn_scores(self, nearest: tuple[np.ndarray, np.ndarray]) -> Votes:
+        """Votes of the training playlists with the nearest titles (over the warm tracks)
         (:meth:`nearest_titles`)."""
         near, sims = nearest
         return row_votes(self._playlist_items, near, sims**self.title_power, self.n_warm)
@@ -318,9 +343,9 @@ class Retriever:
             return None
         return (weights @ self.playlist_vectors[near] / weights.sum()).astype(np.float32)
 
-    def artist_scores(self, seed_artists: np.ndarray) -> np.ndarray:
-        """(n_items,) the share of the seeds (their artist codes, -1: unknown) by each warm
-        track's artist (0 for other artists and for cold tracks)."""
+    def artist_scores(self, seed_artists: np.ndarray) -> Votes:
+        """The share of the seeds (their artist codes, -1: unknown) by each warm track's artist
+        (no vote for other artists and for cold tracks)."""
         artists, counts = np.unique(seed_artists[seed_artists >= 0], return_counts=True)
         share = (counts / len(seed_artists)).astype(np.float64)
         return row_votes(self._artist_tracks, artists, share, self.n_items)
@@ -362,17 +387,17 @@ class Retriever:
             if isinstance(scores, IndexedSource):  # its list already leaves the excluded out
                 tops.append(scores.top)
                 continue
-            # the excluded never make a list: dense scores -inf, sparse votes 0 (no vote)
-            scores[exclude[exclude < len(scores)]] = -np.inf if j < 2 else 0.0
-            if j < 2:  # the excluded stay out even when N reaches the whole catalogue
-                top = top_n(scores, N)
-                tops.append(top[np.isfinite(scores[top])])
+            if isinstance(scores, Votes):  # the tracks voted for, the excluded left out
+                keep = (scores.values > 0) & ~np.isin(scores.rows, exclude)
+                among, votes = scores.rows[keep], scores.values[keep]
+                if j == ARTIST:  # an artist's tracks: the more popular first
+                    votes = votes + self._pop_tiebreak[among]
+                tops.append(among[top_n(votes, N)])
                 continue
-            among = np.flatnonzero(scores > 0)
-            if j == ARTIST:  # an artist's tracks: the more popular first
-                tops.append(among[top_n(scores[among] + self._pop_tiebreak[among], N)])
-            else:
-                tops.append(top_n(scores, N, among))
+            # the excluded never make a list, even when N reaches the whole catalogue
+            scores[exclude] = -np.inf
+            top = top_n(scores, N)
+            tops.append(top[np.isfinite(scores[top])])
         lists = tops or [np.zeros(0, np.int64)]  # reciprocal rank fusion over their union
         union, inverse = np.unique(np.concatenate(lists), return_inverse=True)
         ranks = np.concatenate([1.0 / (RRF_K + 1.0 + np.arange(len(t))) for t in lists])

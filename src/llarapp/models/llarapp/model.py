@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from llarapp.data.dataset import Case, TrainSet
 from llarapp.data.names import TrackNames, write_track_names
-from llarapp.models.ann import ANN_DIR, DEFAULT_THRESHOLD, AnnIndex
+from llarapp.models.ann import ANN_DIR, DEFAULT_THRESHOLD, AnnIndex, recall_of
 from llarapp.models.base import (
     ARRAYS_FILE,
     MODEL_FILE,
@@ -278,7 +278,7 @@ class LlaraPP(Recommender):
             ),
         )
         st.als.save(path / "als")
-        save_indexes(path, st.retriever, self.ann_threshold)
+        save_indexes(path, st, self.ann_threshold)
         save_file(st.track_projector.state_dict(), path / "track_projector.safetensors")
         self.ranker.save_pretrained(path / "ranker")
         if self.names is not None:  # names in responses, seeds sent by name
@@ -326,7 +326,6 @@ class LlaraPP(Recommender):
             artist_codes=arrays.get("artist_codes"),
             n_trained=int(arrays["n_trained"]) if "n_trained" in arrays else None,
         )
-        load_indexes(path, retriever, threshold)
         stage = Stage(
             catalog=Catalog(arrays["track_uris"].astype(str), text),
             n_warm=n_warm,
@@ -339,6 +338,7 @@ class LlaraPP(Recommender):
             fold_in=config.get("curriculum") != "text-only",
             artist_names=arrays.get("artist_names"),
         )
+        load_indexes(path, stage, threshold)
         model = cls(config)
         ranker = LlaraForCandidateScoring.from_pretrained(path / "ranker")
         model.attach(stage, ranker, TrackNames.load(path, stage.catalog.uris))
@@ -347,45 +347,92 @@ class LlaraPP(Recommender):
 
 #: the retriever's indexed arrays: index name -> (attribute of the index, of its vectors)
 INDEXES = {"behavior": ("behavior_index", "behavior"), "titles": ("title_index", "title_vectors")}
+#: what the indexes keep of the exact answer: the share of the exact fused candidates
+TARGET_RECALL = 0.99
 
 
-def build_index(retriever: Retriever, name: str) -> AnnIndex:
-    """The retriever's index ``name`` (:data:`INDEXES`), ``nprobe`` tuned on what queries it:
-    the behavior index for N candidates on the training playlists' vectors (a seed query is a
-    playlist's fold-in), the title index for the nearest titles on titles."""
-    if name == "behavior":
-        return AnnIndex.build(
-            retriever.behavior, retriever.n_candidates, retriever.playlist_vectors
-        )
-    return AnnIndex.build(retriever.title_vectors, retriever.title_neighbours)
-
-
-def save_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
-    """Write ``path/ann/`` the retriever's indexes of more than ``threshold`` rows (built now
-    where the retriever has none)."""
+def build_indexes(stage: Stage, threshold: int) -> list[str]:
+    """Give the stage's retriever an index of each of its arrays of more than ``threshold``
+    rows that has none (or one of another size), then tune them (:func:`tune_indexes`) if any
+    was built; returns the names built."""
+    retriever, built = stage.retriever, []
     for name, (attr, vectors_attr) in INDEXES.items():
         vectors = getattr(retriever, vectors_attr)
+        index = getattr(retriever, attr)
         if vectors is None or len(vectors) <= threshold:
             continue
-        index = getattr(retriever, attr)
         if index is None or index.rows != len(vectors):
-            index = build_index(retriever, name)
-        index.save(path / ANN_DIR, name)
+            setattr(retriever, attr, AnnIndex.build(vectors))
+            built.append(name)
+    if built:
+        tune_indexes(stage)
+    return built
 
 
-def load_indexes(path: Path, retriever: Retriever, threshold: int) -> None:
-    """Give ``retriever`` its indexes of more than ``threshold`` rows: mapped from
+def tune_indexes(stage: Stage, probes: int = 64, seed: int = 0) -> float:
+    """Set every index's ``nprobe`` to the smallest power of two (capped at its lists) whose
+    fused candidates hold :data:`TARGET_RECALL` of the exact ones, on ``probes`` requests
+    made of training playlists (a title and up to 10 of its tracks): what the answer needs,
+    rather than the whole of each source's top N, whose tail the fusion barely reads. Returns
+    the recall reached (also kept in each index's ``meta``)."""
+    retriever = stage.retriever
+    indexes = [i for i in (retriever.behavior_index, retriever.title_index) if i is not None]
+    if not indexes:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    playlist_items = retriever.item_playlists.T.tocsr()  # playlist -> warm tracks
+    queries = []
+    for p in rng.choice(playlist_items.shape[0], min(probes, playlist_items.shape[0]), False):
+        tracks = playlist_items.indices[playlist_items.indptr[p] : playlist_items.indptr[p + 1]]
+        seeds = rng.choice(tracks, min(10, len(tracks)), replace=False)
+        title = None if retriever.title_vectors is None else retriever.title_vectors[p]
+        queries.append(
+            Query(
+                title_vec=None if title is None else np.asarray(title, np.float32),
+                seed_idx=np.sort(seeds).astype(np.int64),
+                extra_seed_text=np.zeros((0, stage.catalog.text.shape[1]), np.float32),
+            )
+        )
+    for index in indexes:  # every list read: the exact answer
+        index.nprobe = index.nlist
+    exact = [stage.retrieve(q)[0].candidates for q in queries]
+    nprobe = 1
+    while True:
+        for index in indexes:
+            index.nprobe = nprobe
+        found = [stage.retrieve(q)[0].candidates for q in queries]
+        recall = float(np.mean([recall_of(f, e) for f, e in zip(found, exact, strict=True)]))
+        if recall >= TARGET_RECALL or all(i.nprobe == i.nlist for i in indexes):
+            break
+        nprobe *= 2
+    for index in indexes:
+        index.meta |= {"recall": round(recall, 4), "tuned_on": f"{len(queries)} playlists"}
+    log.info("ann indexes: nprobe %d, %.4f of the exact fused candidates", nprobe, recall)
+    return recall
+
+
+def save_indexes(path: Path, stage: Stage, threshold: int) -> None:
+    """Write ``path/ann/`` the stage's indexes of more than ``threshold`` rows (built and
+    tuned now where the retriever has none)."""
+    build_indexes(stage, threshold)
+    for name, (attr, _) in INDEXES.items():
+        index = getattr(stage.retriever, attr)
+        if index is not None:
+            index.save(path / ANN_DIR, name)
+
+
+def load_indexes(path: Path, stage: Stage, threshold: int) -> None:
+    """Give the stage's retriever its indexes of more than ``threshold`` rows: mapped from
     ``path/ann/``, or built now (logged) for a model saved without them or whose catalogue
     grew since (``llarapp catalog add``)."""
+    retriever = stage.retriever
     for name, (attr, vectors_attr) in INDEXES.items():
         vectors = getattr(retriever, vectors_attr)
-        if vectors is None or len(vectors) <= threshold:
-            continue
-        index = AnnIndex.load(path / ANN_DIR, name, vectors.shape)
-        if index is None:
-            log.warning("%s: no %s index for its %d rows; building one", path, name, len(vectors))
-            index = build_index(retriever, name)
-        setattr(retriever, attr, index)
+        if vectors is not None and len(vectors) > threshold:
+            setattr(retriever, attr, AnnIndex.load(path / ANN_DIR, name, vectors.shape))
+    built = build_indexes(stage, threshold)
+    if built:
+        log.warning("%s: no saved index for %s; built one now", path, ", ".join(built))
 
 
 def load_projector(path: Path | str) -> Projector:
