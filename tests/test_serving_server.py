@@ -6,6 +6,7 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -387,9 +388,17 @@ def test_feedback_survives_kill_9(served, tmp_path):
     assert [r["liked"] for r in rows] == [1, 0, 1]
 
 
+def _private_and_resident_mib(pid: int) -> tuple[float, float]:
+    """(USS, RSS) of a process in MiB, from /proc/PID/smaps_rollup."""
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    kib = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
+    return (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024, kib["Rss"] / 1024
+
+
 def test_workers_share_the_port_and_stop_together(served, tmp_path):
-    """--workers 2: two processes answer on one port, feedback finds the context of a request
-    whichever served it, and SIGTERM stops both (the supervisor exits 0)."""
+    """--workers 2: the supervisor loads the model once and forks two processes that share its
+    memory and answer on one port; feedback finds the context of a request whichever served it,
+    and SIGTERM stops both (the supervisor exits 0)."""
     model_dir, _, case = served
     db, log = tmp_path / "events.db", tmp_path / "server.log"
     proc, url = start_server(
@@ -406,6 +415,11 @@ def test_workers_share_the_port_and_stop_together(served, tmp_path):
             status, _ = post_json(url, "/v1/feedback", {"request_id": rid, "track_uri": "u",
                                                         "liked": False})  # fmt: skip
             assert status == 200
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        loaded = _private_and_resident_mib(proc.pid)[1]
+        for child in children:  # the runtime and the model stay shared: little is private
+            assert _private_and_resident_mib(int(child))[0] < 0.25 * loaded
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     finally:
@@ -415,6 +429,8 @@ def test_workers_share_the_port_and_stop_together(served, tmp_path):
     workers = {e["pid"] for e in lines if e.get("event") == "serving"}
     served_by = {e["pid"] for e in lines if e.get("event") == "recommend"}
     assert len(workers) == 2 and served_by == workers
+    loaded_by = {e["pid"] for e in lines if "ready (model" in e.get("msg", "")}
+    assert loaded_by == {proc.pid}  # loaded once, before the fork
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -3,23 +3,25 @@
 ``llarapp serve`` runs this. See :mod:`llarapp_kserve.local` for the routes.
 
 ``--workers N`` (N > 1) makes this process a supervisor of N server processes that share the
-port (``SO_REUSEPORT``: the kernel spreads connections over them). Each loads the model; none
-accepts a connection before all have loaded, so "ready" means every worker is. SIGTERM / SIGINT
-are passed on (each worker drains its in-flight requests); if a worker dies, the others are
-stopped and the supervisor exits with the worker's code, for the orchestrator to restart.
+port (``SO_REUSEPORT``: the kernel spreads connections over them). The supervisor loads the
+models once, then forks the workers: they share its memory copy-on-write (the runtime's
+libraries and Python objects as well as the memory-mapped arrays), so a machine holds about one
+model copy, and every worker is ready when the first accepts a connection. onnxruntime's thread
+pools do not survive a fork, so each worker runs one thread per step (``LLARAPP_THREADS=1``):
+the workers are the parallelism, one a core. SIGTERM / SIGINT are passed on (each worker drains
+its in-flight requests); if a worker dies, the others are stopped and the supervisor exits with
+the worker's code, for the orchestrator to restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
-import select
 import signal
-import subprocess
 import sys
-import time
 
 from llarapp.cpu import apply_thread_limits
 from llarapp.serving.client import check_port
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranker-backend", choices=("auto", "onnx", "torch"), default="auto")
     p.add_argument("--threads", type=int, default=4, help="worker threads for the steps")
     p.add_argument("--workers", type=int, default=1,
-                   help="server processes sharing the port, each loads the model")  # fmt: skip
+                   help="server processes on the port, forked after loading the model")  # fmt: skip
     p.add_argument(
         "--challenger",
         default=None,
@@ -69,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--canary-state", default=None, help="the split's state file (default EVENTS.canary.json)"
     )
-    p.add_argument("--barrier-fds", default=None, help=argparse.SUPPRESS)  # set by --workers
     return p
 
 
@@ -82,42 +83,52 @@ def _percent(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def supervise(argv: list[str], workers: int) -> int:
-    """Run ``workers`` copies of this server on one port; returns the exit code."""
-    loaded_r, loaded_w = os.pipe()
-    go_r, go_w = os.pipe()
-    child = [sys.executable, "-m", "llarapp_kserve", *argv, "--workers", "1",
-             "--barrier-fds", f"{loaded_w},{go_r}"]  # fmt: skip
-    procs = [subprocess.Popen(child, pass_fds=(loaded_w, go_r)) for _ in range(workers)]
-    os.close(loaded_w)
-    os.close(go_r)
-    stopping = []
+def supervise(server, host: str, port: int, workers: int) -> int:
+    """Fork ``workers`` processes serving ``server`` (loaded) on one port; returns the exit
+    code: 0 after SIGTERM / SIGINT, else the first failed worker's."""
+    server.store.close()  # each worker opens its own (LocalServer.serve)
+    gc.collect()
+    gc.freeze()  # the loaded objects stay shared: no collection in a worker writes to them
+    pids: set[int] = set()
+    stopping: list[int] = []
 
     def stop(sig: int, _frame=None) -> None:
         stopping.append(sig)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    loaded = 0
-    while loaded < workers and not stopping:
-        if any(p.poll() is not None for p in procs):
-            break
-        if select.select([loaded_r], [], [], 0.5)[0]:
-            loaded += len(os.read(loaded_r, workers))
-    if loaded == workers:
-        os.write(go_w, b"g" * workers)
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_worker(server, host, port))
+        pids.add(pid)
     code = 0
-    while any(p.poll() is None for p in procs):
-        died = [p for p in procs if p.poll() is not None and p.returncode != 0]
-        if died and not stopping:
-            code = died[0].returncode
+    while pids:
+        pid, status = os.wait()
+        pids.discard(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code != 0 and not stopping:
+            code = exit_code
             stop(signal.SIGTERM)
-        time.sleep(0.2)
-    if loaded < workers and not stopping:
-        code = code or next((p.returncode for p in procs if p.returncode), 1)
+    return code
+
+
+def _worker(server, host: str, port: int) -> int:
+    """A forked worker's life: serve until stopped; returns its exit code."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # uvicorn installs its own
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    code = 1
+    try:
+        server.serve(host, port, worker=True)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        logging.getLogger("llarapp.serving").exception("worker %d failed", os.getpid())
+    sys.stdout.flush()
+    sys.stderr.flush()
     return code
 
 
@@ -128,11 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--workers={args.workers}: expected >= 1")
     if args.challenger is None and (args.canary_percent, args.canary_state) != (None, None):
         raise SystemExit("--canary-percent / --canary-state: expected --challenger DIR too")
-    if args.barrier_fds is None:  # a port in use: said now, not after loading the model
-        _fail_in_one_line(check_port, args.host, args.port)
-    if args.workers > 1:
-        rest = [a for i, a in enumerate(argv) if not _is_workers_flag(argv, i)]
-        raise SystemExit(supervise(rest, args.workers))
+    # a port in use: said now, not after loading the model
+    _fail_in_one_line(check_port, args.host, args.port)
+    if args.workers > 1:  # onnxruntime's pools do not survive the fork: one thread a worker
+        os.environ["LLARAPP_THREADS"] = "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # requests run concurrently on the step threads (and --workers processes); an OpenMP pool
@@ -164,8 +174,9 @@ def main(argv: list[str] | None = None) -> None:
         canary_percent=10.0 if args.canary_percent is None else args.canary_percent,
         canary_state=args.canary_state,
     )
-    barrier = tuple(int(fd) for fd in args.barrier_fds.split(",")) if args.barrier_fds else None
-    server.serve(args.host, args.port, barrier=barrier)
+    if args.workers > 1:
+        raise SystemExit(supervise(server, args.host, args.port, args.workers))
+    server.serve(args.host, args.port)
 
 
 def _fail_in_one_line(fn, *args, **kwargs):
@@ -180,12 +191,6 @@ def _fail_in_one_line(fn, *args, **kwargs):
         if message is None:
             raise
         raise SystemExit(f"llarapp serve: error: {message}") from None
-
-
-def _is_workers_flag(argv: list[str], i: int) -> bool:
-    """``--workers N`` / ``--workers=N`` at ``argv[i]`` (either word)."""
-    a = argv[i]
-    return a.startswith("--workers=") or a == "--workers" or (i > 0 and argv[i - 1] == "--workers")
 
 
 if __name__ == "__main__":

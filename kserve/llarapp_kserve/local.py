@@ -101,11 +101,11 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 class LoopbackModelServer(ModelServer):
     """A ``kserve.ModelServer`` whose REST server binds ``host`` (stock: 0.0.0.0), no gRPC."""
 
-    def __init__(self, host: str, on_stopped=None, barrier=None, **kwargs: Any) -> None:
+    def __init__(self, host: str, on_stopped=None, reuse_port=False, **kwargs: Any) -> None:
         super().__init__(enable_grpc=False, **kwargs)
         self.host = host
         self.on_stopped = on_stopped
-        self.barrier = barrier  # (loaded_w, go_r) pipe ends of a --workers supervisor
+        self.reuse_port = reuse_port  # one of a --workers supervisor's processes
 
     def start(self, models) -> None:
         self._register_and_check_atleast_one_model_is_ready(models)
@@ -125,10 +125,10 @@ class LoopbackModelServer(ModelServer):
         uvicorn_access = logging.getLogger("uvicorn.access")
         uvicorn_access.handlers, uvicorn_access.propagate = [], False
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-        if self.barrier is None:
-            self.servers.append(self._rest_server.start())
-        else:
+        if self.reuse_port:
             self.servers.append(self._serve_shared(self._shared_socket()))
+        else:
+            self.servers.append(self._rest_server.start())
         self.setup_event_loop()
         self.register_signal_handler()
         try:
@@ -138,13 +138,7 @@ class LoopbackModelServer(ModelServer):
                 self.on_stopped()
 
     def _shared_socket(self) -> socket.socket:
-        """Say "loaded", wait for every worker to have loaded, then bind with SO_REUSEPORT."""
-        loaded_w, go_r = self.barrier
-        os.write(loaded_w, b"l")
-        os.close(loaded_w)
-        if not os.read(go_r, 1):  # the supervisor went away
-            raise SystemExit(1)
-        os.close(go_r)
+        """The port, bound with SO_REUSEPORT: the kernel spreads connections over the workers."""
         # proto given, so asyncio sets TCP_NODELAY on accepted connections (it checks it)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -277,14 +271,23 @@ class LocalServer:
         )
 
     def serve(
-        self, host: str = "127.0.0.1", port: int = 8080, grace_period: int = 30, barrier=None
+        self, host: str = "127.0.0.1", port: int = 8080, grace_period: int = 30, worker=False
     ) -> None:
-        """Serve until SIGTERM / SIGINT; ``barrier``: a ``--workers`` supervisor's pipe ends."""
+        """Serve until SIGTERM / SIGINT.
+
+        Args:
+            worker: this process was forked by a ``--workers`` supervisor after it loaded the
+                models (:func:`llarapp_kserve.__main__.supervise`): it shares the port and
+                opens its own event store (the supervisor closed its one before forking: a
+                SQLite connection and the request-log thread do not survive a fork).
+        """
+        if worker:
+            self.store = EventStore(self.store.path, self.store.sample_rate)
         self.install()
         server = LoopbackModelServer(
             host,
             on_stopped=self.store.close,
-            barrier=barrier,
+            reuse_port=worker,
             http_port=port,
             grace_period=grace_period,
         )

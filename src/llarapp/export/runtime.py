@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llarapp.cpu import usable_cpus
 from llarapp.text.runtime import OnnxTextEncoder, make_session
 
 ONNX_DIR = "onnx"
@@ -50,10 +51,17 @@ def load_ranker_session(model_dir: Path | str, variant: str | None = None):
         file = manifest["variants"][variant]["file"]
     session = make_session(
         Path(model_dir) / ONNX_DIR / file,
-        threads=int(ranker["intra_op_num_threads"]),
+        threads=session_threads(ranker),
         provider=ranker["provider"],
     )
     return session, manifest
+
+
+def session_threads(entry: dict) -> int:
+    """A manifest entry's (ranker, encoder) ``intra_op_num_threads``: the export's choice, at
+    most the CPUs this process may use (:func:`llarapp.cpu.usable_cpus`; one in a forked
+    ``--workers`` server, whose workers cannot inherit a thread pool)."""
+    return min(int(entry["intra_op_num_threads"]), usable_cpus())
 
 
 def load_serving_session(model_dir: Path | str):
@@ -65,7 +73,7 @@ def load_serving_session(model_dir: Path | str):
         return None
     return make_session(
         Path(model_dir) / ONNX_DIR / serving["file"],
-        threads=int(ranker["intra_op_num_threads"]),
+        threads=session_threads(ranker),
         provider=ranker["provider"],
     )
 
@@ -85,6 +93,6 @@ def load_text_encoder(model_dir: Path | str, **kwargs) -> OnnxTextEncoder:
     if enc is None:  # exported with encoder=False (a quick export)
         raise KeyError(f"{model_dir}: the ONNX export has no text encoder")
     root = Path(model_dir) / ONNX_DIR
-    kwargs.setdefault("threads", int(enc["intra_op_num_threads"]))
+    kwargs.setdefault("threads", session_threads(enc))
     kwargs.setdefault("provider", enc["provider"])
     return OnnxTextEncoder(root / enc["file"], root / enc["tokenizer"], enc["max_length"], **kwargs)
