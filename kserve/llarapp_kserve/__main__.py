@@ -16,6 +16,7 @@ the worker's code, for the orchestrator to restart.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import logging
@@ -89,6 +90,9 @@ def supervise(server, host: str, port: int, workers: int) -> int:
     server.store.close()  # each worker opens its own (LocalServer.serve)
     gc.collect()
     gc.freeze()  # the loaded objects stay shared: no collection in a worker writes to them
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's
+    if trim is not None:  # loading's freed heap goes back to the system, not into each worker
+        trim(0)
     pids: set[int] = set()
     stopping: list[int] = []
 
