@@ -205,6 +205,32 @@ def test_engine_onnx_backend_ranks_as_pytorch(exported, tiny):
         np.testing.assert_allclose(got, want, atol=FP32_MAX_ABS)
 
 
+def test_a_server_of_the_export_maps_its_candidate_vectors(exported, tiny, tmp_path):
+    """The export saves every catalogue track's candidate vector; a server ranking with the
+    serving graph maps them and never loads the PyTorch ranker (nor imports transformers); a
+    catalogue that no longer matches them is computed at load instead."""
+    import subprocess
+    import sys
+
+    model_dir, _, manifest, _ = exported
+    assert manifest["serving"]["cand_vectors_file"] == "cand_vectors.npz"
+    np.save(tmp_path / "want.npy", tiny[3].catalog_vectors)
+    check = f"""
+import sys, numpy as np
+from llarapp.export import load_cand_vectors
+from llarapp.serving.engine import ServingEngine
+engine = ServingEngine.load({str(model_dir)!r})
+assert engine.ranker_backend == "onnx" and engine.model._ranker is None
+assert "transformers" not in sys.modules
+got = engine.model.catalog_vectors
+assert not got.flags.writeable and not got.flags.owndata  # a view of the mapped file
+np.testing.assert_allclose(got, np.load({str(tmp_path / "want.npy")!r}), atol=1e-6)
+assert load_cand_vectors({str(model_dir)!r}, len(got) + 1) is None  # a grown catalogue
+"""
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_quantized_serving_graph_keeps_the_top_100(exported, tiny, tmp_path):
     """Were a QInt8 variant chosen, the serving graph would get the dynamic QInt8 recipe (for
     static QInt8 too: it needs no calibration); the engine then keeps PyTorch's top 100 within

@@ -67,7 +67,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llarapp.evaluation.metrics import ndcg
-from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR
+from llarapp.export.runtime import MANIFEST_FILE, ONNX_DIR, save_cand_vectors
 from llarapp.models.llara import INPUT_NAMES, LlaraForCandidateScoring
 from llarapp.text import make_session
 
@@ -763,6 +763,7 @@ def export_onnx(
         seconds["parity_timing"] = time.perf_counter() - t
         t = time.perf_counter()
         serving = _serving_section(ranker, out, chosen, single, big, ref_scores, cases, config)
+        serving["cand_vectors_file"] = save_cand_vectors(out, model.catalog_vectors)
         seconds["serving"] = time.perf_counter() - t
 
         # ---- encoder
@@ -865,8 +866,8 @@ def _serving_section(
         "recipe": recipe,
         "inputs": inputs,
         "outputs": outputs,
-        "cand_vectors": "LlaraForCandidateScoring.candidate_vectors of every catalogue track, "
-        "computed once when a server loads",
+        "cand_vectors": "LlaraForCandidateScoring.candidate_vectors of every catalogue track "
+        "(cand_vectors_file; a server whose catalogue grew since computes them at load)",
         "max_abs_diff": max_abs_diff(scores, ref_scores, cases),
         "top100_overlap": round(top_overlap(scores, ref_scores, cases), 6),
         "size_mb": size_mb(dst),

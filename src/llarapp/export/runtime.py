@@ -14,11 +14,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from llarapp.cpu import usable_cpus
+from llarapp.models.npz import load_npz, save_npz
 from llarapp.text.runtime import OnnxTextEncoder, make_session
 
 ONNX_DIR = "onnx"
 MANIFEST_FILE = "manifest.json"
+#: the catalogue's candidate vectors, beside the serving graph (``manifest["serving"]``)
+CAND_VECTORS_FILE = "cand_vectors.npz"
 
 
 def load_manifest(model_dir: Path | str) -> dict:
@@ -76,6 +81,24 @@ def load_serving_session(model_dir: Path | str):
         threads=session_threads(ranker),
         provider=ranker["provider"],
     )
+
+
+def save_cand_vectors(out: Path | str, vectors: np.ndarray) -> str:
+    """Save the candidate vectors of every catalogue track (catalogue order) in the export
+    folder ``out``; returns the file's name (``manifest["serving"]["cand_vectors_file"]``)."""
+    save_npz(Path(out) / CAND_VECTORS_FILE, cand_vectors=np.asarray(vectors, np.float32))
+    return CAND_VECTORS_FILE
+
+
+def load_cand_vectors(model_dir: Path | str, rows: int) -> np.ndarray | None:
+    """The export's candidate vectors, memory-mapped (server processes share the pages), if
+    they cover a catalogue of ``rows`` tracks; None for an export without them or a catalogue
+    that grew since (``llarapp catalog add``): then the server computes them."""
+    name = (load_manifest(model_dir).get("serving") or {}).get("cand_vectors_file")
+    if not name:
+        return None
+    vectors = load_npz(Path(model_dir) / ONNX_DIR / name)["cand_vectors"]
+    return vectors if len(vectors) == rows else None
 
 
 def load_text_encoder(model_dir: Path | str, **kwargs) -> OnnxTextEncoder:

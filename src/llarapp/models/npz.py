@@ -74,6 +74,7 @@ def replace_file(path: Path | str, write) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # as open() makes files (mkstemp's are private to the owner)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -44,6 +44,7 @@ import numpy as np
 
 from llarapp.data.dataset import Case
 from llarapp.models.llarapp import Candidates, Query
+from llarapp.models.retriever import FEATURES
 from llarapp.serving.request import RecommendRequest, RequestError
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,16 @@ class ServingEngine:
                 self._onnx_inputs = {i.name for i in self._session.get_inputs()}
             self.ranker_backend = "onnx"
             log.info("ranker: ONNX (%s graph)", "serving" if self._serving else "full")
-        if self._session is None:  # the catalogue's candidate vectors, once, here
-            _ = self.model.catalog_vectors
+        if self._session is None:  # the catalogue's candidate vectors: the export's, else now
+            saved = None
+            if self._serving is not None:
+                from llarapp.export import load_cand_vectors
+
+                saved = load_cand_vectors(self.model_dir, self.catalog_size)
+            if saved is not None:
+                self.model.use_catalog_vectors(saved)
+            else:
+                _ = self.model.catalog_vectors
         if self.ranker_backend is None:
             self.ranker_backend = "torch"
         log.info("ranker: %s", self.ranker_backend)
@@ -343,7 +352,7 @@ class ServingEngine:
             raise RequestError(
                 f"payload: {len(cands)} candidates but {len(feats)} feature rows", 400
             )
-        n_features = self.model.ranker.config.n_features
+        n_features = len(FEATURES)  # what the model's ranker reads (checked at load)
         if feats.size and feats.shape[1] != n_features:
             raise RequestError(
                 f"payload.features: {feats.shape[1]} columns; this model reads {n_features}", 400

@@ -25,10 +25,11 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file as load_numpy_safetensors
 from safetensors.torch import load_file, save_file
 
 from llarapp.data.dataset import Case, TrainSet
@@ -42,12 +43,14 @@ from llarapp.models.base import (
     csr_from_arrays,
 )
 from llarapp.models.baselines import ALS
-from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.llarapp.stage import Catalog, Query, Stage
 from llarapp.models.llarapp.steps import Candidates, Embed, Ranked, encode, ranker_inputs, retrieve
 from llarapp.models.npz import load_npz, save_npz
 from llarapp.models.projector import Projector
 from llarapp.models.retriever import FEATURES, Retriever
+
+if TYPE_CHECKING:  # loaded on first use: serving from the export never imports transformers
+    from llarapp.models.llara import LlaraForCandidateScoring
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,12 @@ class LlaraPP(Recommender):
         super().__init__()
         self.config = dict(config or {})
         self.stage: Stage | None = None
-        self.ranker: LlaraForCandidateScoring | None = None
+        self._ranker: LlaraForCandidateScoring | None = None
+        self._ranker_dir: Path | None = None  # a loaded model's ranker/, read on first use
         self.names: TrackNames | None = None
         self.report: dict = {}
         self._encoder = encoder
-        self._catalog_vectors: torch.Tensor | None = None  # (n_items, H), see catalog_vectors
+        self._catalog_vectors: np.ndarray | None = None  # (n_items, H), see catalog_vectors
 
     @property
     def encoder(self):
@@ -99,9 +103,27 @@ class LlaraPP(Recommender):
         model.report = report
         return model
 
-    def attach(self, stage: Stage, ranker: LlaraForCandidateScoring, names: TrackNames) -> None:
-        """Make this the model of ``stage``, ``ranker`` and the catalogue's ``names``."""
-        self.stage, self.ranker, self.names = stage, ranker.eval(), names
+    @property
+    def ranker(self) -> LlaraForCandidateScoring:
+        """The ranker (PyTorch). A loaded model reads it from its folder on first use: a server
+        ranking with the ONNX export and its saved candidate vectors never does, so it neither
+        imports transformers nor holds the weights."""
+        if self._ranker is None:
+            from llarapp.models.llara import LlaraForCandidateScoring
+
+            self._ranker = LlaraForCandidateScoring.from_pretrained(self._ranker_dir).eval()
+        return self._ranker
+
+    def attach(
+        self, stage: Stage, ranker: LlaraForCandidateScoring | Path, names: TrackNames
+    ) -> None:
+        """Make this the model of ``stage``, ``ranker`` (or the folder to read it from on first
+        use) and the catalogue's ``names``."""
+        self.stage, self.names = stage, names
+        if isinstance(ranker, Path):
+            self._ranker, self._ranker_dir = None, ranker
+        else:
+            self._ranker = ranker.eval()
         self._set_catalogue(stage.catalog.uris, stage.popularity)
         self.pop_order = np.argsort(-self._tiebreak, kind="stable")
         self._text = stage.catalog.text  # float16 when loaded (mapped): rows widen when read
@@ -196,9 +218,10 @@ class LlaraPP(Recommender):
     # ------------------------------------------------------------------ the ranker
     @property
     @torch.inference_mode()
-    def catalog_vectors(self) -> torch.Tensor:
-        """``(n_items, H)`` the ranker's candidate vector of every catalogue track, computed on
-        first use (candidate vectors depend on the track alone, so serving gathers rows)."""
+    def catalog_vectors(self) -> np.ndarray:
+        """``(n_items, H)`` the ranker's candidate vector of every catalogue track: the ones
+        given to :meth:`use_catalog_vectors`, else computed on first use (candidate vectors
+        depend on the track alone, so serving gathers rows)."""
         if self._catalog_vectors is None:
             n, f32 = len(self._text), np.float32
             use = torch.full((8192,), 1.0 if self.hybrid else 0.0)
@@ -211,8 +234,16 @@ class LlaraPP(Recommender):
                     )
                     for i in range(0, n, 8192)
                 ]
-            )
+            ).numpy()
         return self._catalog_vectors
+
+    def use_catalog_vectors(self, vectors: np.ndarray) -> None:
+        """Take :attr:`catalog_vectors` as computed before (the export's, memory-mapped)."""
+        if vectors.shape[0] != len(self._text):
+            raise ValueError(
+                f"catalog vectors: {vectors.shape[0]} rows for {len(self._text)} tracks"
+            )
+        self._catalog_vectors = vectors
 
     def ranker_inputs(
         self, cands: Sequence[Candidates], full: bool = False
@@ -228,7 +259,7 @@ class LlaraPP(Recommender):
             [c.candidates for c in cands],
             [c.features for c in cands],
             self.hybrid,
-            cand_vectors=None if full else self.catalog_vectors.numpy(),
+            cand_vectors=None if full else self.catalog_vectors,
         )
 
     @torch.inference_mode()
@@ -289,7 +320,7 @@ class LlaraPP(Recommender):
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> LlaraPP:
-        n_features = LlaraConfig.from_pretrained(path / "ranker").n_features
+        n_features = json.loads((path / "ranker" / "config.json").read_text())["n_features"]
         if n_features != len(FEATURES):
             raise ValueError(
                 f"{path}: its ranker reads {n_features} retrieval features; this "
@@ -340,8 +371,12 @@ class LlaraPP(Recommender):
         )
         load_indexes(path, stage, threshold)
         model = cls(config)
-        ranker = LlaraForCandidateScoring.from_pretrained(path / "ranker")
-        model.attach(stage, ranker, TrackNames.load(path, stage.catalog.uris))
+        ranker_files = sorted((path / "ranker").glob("*.safetensors"))
+        if not ranker_files:
+            raise FileNotFoundError(f"{path / 'ranker'}: no ranker weights (*.safetensors)")
+        for file in ranker_files:  # read on first use, but a damaged file is refused now
+            load_numpy_safetensors(file)
+        model.attach(stage, path / "ranker", TrackNames.load(path, stage.catalog.uris))
         return model
 
 
