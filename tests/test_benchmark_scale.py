@@ -57,10 +57,11 @@ def test_worker_memory_and_numpy_floor() -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
-    # Two tiny sizes measured through the CLI (synth, ingest, split, text features, ALS, train,
-    # two server workers, requests, floor); a third far over the budget: extrapolated.
+    # A tiny size measured through the CLI (synth, ingest, split, floor, ALS, text features,
+    # train, two server workers, requests); the next, 33x larger, only where at least linear
+    # growth fits the budget (text features and train would not); a third far over: extrapolated.
     out, chart = tmp_path / "scale.json", tmp_path / "scale.png"
-    args = ["benchmark", "scale", "--sizes", "100,200,5000000", "--max-minutes", "3"]
+    args = ["benchmark", "scale", "--sizes", "60,2000,5000000", "--max-minutes", "9"]
     args += ["--work", str(tmp_path / "work"), "--out", str(out), "--chart", str(chart)]
     args += ["--epochs", "1", "--requests", "10"]
     done = subprocess.run(
@@ -68,24 +69,29 @@ def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["sizes"] == [100, 200, 5_000_000] and chart.stat().st_size > 10_000
-    for n in ("100", "200"):
-        assert result["runs"][n]["notes"] == {}, result["runs"][n]["notes"]
-        assert len(result["runs"][n]["workers"]) == 2
-    big = result["runs"]["5000000"]["notes"]
+    assert result["sizes"] == [60, 2000, 5_000_000] and chart.stat().st_size > 10_000
+    runs = result["runs"]
+    assert runs["60"]["notes"] == {}, runs["60"]["notes"]
+    assert len(runs["60"]["workers"]) == 2
+    assert set(runs["2000"]["notes"]) == {"text features", "train", "serve"}
+    assert runs["2000"]["notes"]["train"].startswith("skipped: over budget (predicted")
+    assert runs["2000"]["notes"]["serve"] == "skipped: needs train"
+    big = runs["5000000"]["notes"]
     assert big["synth"].startswith("skipped: over budget") and big["train"] == (
         "skipped: needs ingest"
     )
     metrics = result["metrics"]
-    for key in ("synth_s", "ingest_s", "train_s", "model_mib", "worker_uss", "c1_p50", "c8_p99",
-                "floor_ms", "tracks"):  # fmt: skip
+    for key in ("synth_s", "synth_rss", "ingest_s", "tracks", "floor_ms", "als_s"):
         m = metrics[key]
-        assert [m["values"][n]["source"] for n in ("100", "200")] == ["measured"] * 2, key
+        assert [m["values"][n]["source"] for n in ("60", "2000")] == ["measured"] * 2, key
         assert m["values"]["5000000"]["source"] == "extrapolated"
-        assert m["fitted_on"] == [100, 200] and np.isfinite(m["exponent"])
-        a, b = scale.fit_exponent([100, 200], [m["values"][n]["value"] for n in ("100", "200")])
+        assert m["fitted_on"] == [60, 2000] and np.isfinite(m["exponent"])
+        a, b = scale.fit_exponent([60, 2000], [m["values"][n]["value"] for n in ("60", "2000")])
         assert m["values"]["5000000"]["value"] == pytest.approx(a * 5e6**b, rel=1e-2)
-    assert metrics["playlists"]["values"]["200"]["value"] == 200
-    assert metrics["train_ranker_s"]["values"]["100"]["value"] > 0
+    # Measured once: no exponent, no extrapolation.
+    for key in ("train_s", "train_ranker_s", "model_mib", "worker_uss", "c1_p50", "c8_p99"):
+        assert list(metrics[key]["values"]) == ["60"] and metrics[key]["exponent"] is None
+    assert metrics["playlists"]["values"]["2000"]["value"] == 2000
+    assert 50 < metrics["synth_rss"]["values"]["60"]["value"] < 1000
     assert "~" in done.stdout and "(extrapolated)" in done.stdout
-    assert "| stage | unit | 100 | 200 | 5,000,000 | exponent |" in done.stdout
+    assert "| stage | unit | 60 | 2,000 | 5,000,000 | exponent |" in done.stdout

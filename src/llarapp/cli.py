@@ -876,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON result file")
     p.add_argument("--chart", default=None, help="PNG of the log-log cost curves")
     p.add_argument("--max-minutes", type=float, default=60.0,
-                   help="budget of each size; what does not fit is extrapolated")  # fmt: skip
+                   help="budget of the whole run; what does not fit is extrapolated")  # fmt: skip
     p.add_argument("--work", default="runs/scale", help="data, models and logs of each size")
     p.add_argument("--epochs", type=_positive, default=None, help="llarapp train --epochs")
     p.add_argument("--requests", type=_positive, default=200, help="per concurrency")

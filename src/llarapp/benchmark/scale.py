@@ -6,26 +6,28 @@ product's own commands in subprocesses, each timed (wall) with its peak RSS (``o
 
 1. ``llarapp data synth`` (MPD-like sizes: :mod:`llarapp.data.synth`), ``llarapp data
    ingest`` (the slice files are deleted afterwards: 19 GB at 1 M), ``llarapp data split``;
-2. ``llarapp features text``: texts (tracks + titles), how many were embedded (the new
-   vectors in the embedding cache, ``$LLARAPP_CACHE``; the rest were cached), texts/s;
+2. the numpy floor of that catalogue: one ``(1, 64) x (64, n_tracks)`` float32 product and
+   ``argpartition`` of the top k, median of repeats (in this process);
 3. ``llarapp features behavior --config`` (one ALS fit of ``llarapp train``'s configuration,
    no tuning);
-4. ``llarapp train --data`` (``--epochs``), and the parts ``train_report.json`` times (text
+4. ``llarapp features text``: texts (tracks + titles), how many were embedded (the new
+   vectors in the embedding cache, ``$LLARAPP_CACHE``; the rest were cached), embedded/s
+   (also from a run stopped at the budget's end);
+5. ``llarapp train --data`` (``--epochs``; it embeds through the same cache, so after step 4
+   its text features are cache reads), and the parts ``train_report.json`` times (text
    features, stage A, the full stage, feature weights, the ranker's epochs; the rest: split,
    refit on every playlist, saving, the reference profile), and the model's size on disk;
-5. ``llarapp serve --workers W``: time until ready, then requests of a title + ``seeds`` seed
+6. ``llarapp serve --workers W``: time until ready, then requests of a title + ``seeds`` seed
    tracks (:func:`llarapp.benchmark.serving.build_requests`, the validation cases) at
    concurrency 1 and 8 through ``POST /v1/recommend`` (:func:`llarapp.serving.client.replay`),
-   then each worker's RSS, PSS and USS (``/proc/PID/smaps_rollup``);
-6. the numpy floor of that catalogue: one ``(1, 64) x (64, n_tracks)`` float32 product and
-   ``argpartition`` of the top k, median of repeats.
+   then each worker's RSS, PSS and USS (``/proc/PID/smaps_rollup``).
 
-Budget: each size has ``max_minutes``. A stage is skipped when its time predicted from the
-smaller sizes (exponent ``max(fitted, 1)``: linear growth at least, from the largest measured
-size) exceeds what is left, and a stage that runs is stopped when the budget ends; what
-depends on a missing stage is skipped too. Every metric with two or more measured sizes gets
-a log-log exponent (least squares), and its missing sizes are filled from that fit, labelled
-``extrapolated`` in the table and the JSON.
+Budget: the whole run has ``max_minutes``; sizes run from the smallest. A stage is skipped when
+its time predicted from the smaller sizes (exponent ``max(fitted, 1)``: linear growth at least,
+from the largest measured size) exceeds what is left, and a stage that runs is stopped when the
+budget ends; what depends on a missing stage is skipped too. Every metric with two or more
+measured sizes gets a log-log exponent (least squares), and its missing sizes are filled from
+that fit, labelled ``extrapolated`` in the table and the JSON.
 
 JSON written to ``out``: ``{"sizes", "settings", "machine": {"cpus", "load"}, "runs": {SIZE:
 {"minutes", "notes": {STAGE: why skipped}, "load", "train_seconds", "workers"}}, "metrics":
@@ -60,6 +62,7 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("ingest_s", "ingest: wall", "s", "ingest"),
     ("ingest_rss", "ingest: peak RSS", "MiB", "ingest"),
     ("split_s", "split: wall", "s", "split"),
+    ("floor_ms", "numpy floor (1x64 @ 64xN + top k)", "ms", "numpy floor"),
     ("texts", "text features: texts", "", "text features"),
     ("texts_embedded", "text features: embedded (not cached)", "", "text features"),
     ("text_s", "text features: wall", "s", "text features"),
@@ -85,7 +88,6 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("c8_p50", "serving c8 p50", "ms", "serve"),
     ("c8_p99", "serving c8 p99", "ms", "serve"),
     ("serve_s", "serve stage: wall", "s", "serve"),
-    ("floor_ms", "numpy floor (1x64 @ 64xN + top k)", "ms", "numpy floor"),
 )
 #: Each stage's wall-time metric (what the budget predicts from) and the stages it needs.
 STAGE_TIME = {
@@ -130,7 +132,9 @@ class Child:
 
 def run_child(args: list[str], log_file: Path, timeout_s: float) -> Child:
     """``python -m llarapp ARGS`` in its own process group, its output to ``log_file`` (stdout
-    also returned); wall time and peak RSS from ``os.wait4``. Killed at ``timeout_s``.
+    also returned); wall time, and peak RSS: the highest ``VmHWM`` seen while it runs (polled;
+    ``os.wait4``'s ``ru_maxrss`` would start from this process's size, which a child inherits
+    through fork and exec). Killed at ``timeout_s``.
 
     Raises:
         SkippedStageError: it ran past ``timeout_s`` (then killed) or failed.
@@ -143,22 +147,35 @@ def run_child(args: list[str], log_file: Path, timeout_s: float) -> Child:
             [sys.executable, "-m", "llarapp", *args], stdout=out, stderr=err,
             start_new_session=True,
         )  # fmt: skip
+        peak_kib = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            peak_kib = max(peak_kib, _hwm_kib(proc.pid))
             if time.perf_counter() - start > timeout_s:
                 os.killpg(proc.pid, signal.SIGKILL)
-                _, status, usage = os.wait4(proc.pid, 0)
+                _, status, _ = os.wait4(proc.pid, 0)
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 raise SkippedStageError(f"stopped at the budget's end ({timeout_s / 60:.1f} min)")
-            time.sleep(0.2)
+            time.sleep(0.1)
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         tail = log_file.read_text(errors="replace")[-1500:]
         raise SkippedStageError(f"`llarapp {args[0]} {args[1]}` failed ({proc.returncode}): {tail}")
-    return Child(seconds, usage.ru_maxrss / 1024, out_file.read_text(errors="replace"))
+    return Child(seconds, peak_kib / 1024, out_file.read_text(errors="replace"))
+
+
+def _hwm_kib(pid: int) -> int:
+    """``VmHWM`` (peak resident set) of a running process in KiB; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def smaps_rollup(pid: int) -> dict[str, float]:
@@ -241,10 +258,10 @@ def _round(x: float) -> float:
 class _SizeRun:
     """One size's stages in ``work``, within ``minutes``."""
 
-    def __init__(self, n: int, work: Path, minutes: float, history: dict, settings: dict):
+    def __init__(self, n: int, work: Path, deadline: float, history: dict, settings: dict):
         self.n = n
         self.work = work
-        self.deadline = time.monotonic() + minutes * 60
+        self.deadline = deadline  # time.monotonic() at the budget's end
         self.history = history  # metric -> {size: value} of this and the smaller sizes
         self.settings = settings
         self.notes: dict[str, str] = {}
@@ -311,21 +328,35 @@ class _SizeRun:
         self.child("split", [*args, str(self.work / "split")], timeout_s)
 
     def text(self, timeout_s: float) -> None:
+        """Texts embedded: the vectors new in the cache. A run stopped at the budget's end
+        still gives its rate (its shards are on disk)."""
         from llarapp.text import default_cache_dir
 
         cache = default_cache_dir()
         before = set(cache.glob("emb-*.npz"))
+
+        def embedded() -> int:
+            count = 0
+            for shard in set(cache.glob("emb-*.npz")) - before:
+                with np.load(shard) as z:
+                    count += len(z["keys"])
+            return count
+
         args = ["features", "text", "--data", str(self.work / "data")]
-        res = self.child("text", [*args, "--out", str(self.work / "text")], timeout_s)
-        embedded = 0
-        for shard in set(cache.glob("emb-*.npz")) - before:
-            with np.load(shard) as z:
-                embedded += len(z["keys"])
+        start = time.perf_counter()
+        try:
+            res = self.child("text", [*args, "--out", str(self.work / "text")], timeout_s)
+        except SkippedStageError as exc:
+            done = embedded()
+            if done:
+                self.record("texts_per_s", done / (time.perf_counter() - start))
+            raise SkippedStageError(f"{exc}; {done:,} texts embedded by then") from exc
         counts = json.loads(res.stdout)
         self.record("texts", counts["tracks"] + counts["titles"])
-        self.record("texts_embedded", embedded)
-        if embedded:
-            self.record("texts_per_s", embedded / res.seconds)
+        done = embedded()
+        self.record("texts_embedded", done)
+        if done:
+            self.record("texts_per_s", done / res.seconds)
 
     def als(self, timeout_s: float) -> None:
         from llarapp.config import to_json
@@ -408,8 +439,8 @@ class _SizeRun:
         start = time.monotonic()
         for name, fn in (
             ("synth", self.synth), ("ingest", self.ingest), ("split", self.split),
-            ("text features", self.text), ("ALS fit", self.als), ("train", self.train),
-            ("serve", self.serve), ("numpy floor", self.floor),
+            ("numpy floor", self.floor), ("ALS fit", self.als), ("text features", self.text),
+            ("train", self.train), ("serve", self.serve),
         ):  # fmt: skip
             self.stage(name, fn)
         self.load.append(os.getloadavg()[0])
@@ -445,11 +476,12 @@ def run_scale_benchmark(
     history: dict[str, dict[int, float]] = {}
     runs = {}
     load_start = os.getloadavg()
+    deadline = time.monotonic() + max_minutes * 60
     for n in sizes:
         work = Path(work_dir) / str(n)
         if work.exists():
             shutil.rmtree(work)
-        runs[str(n)] = _SizeRun(n, work, max_minutes, history, settings).run()
+        runs[str(n)] = _SizeRun(n, work, deadline, history, settings).run()
         log.info("scale %d: done in %.1f min; %s", n, runs[str(n)]["minutes"], runs[str(n)])
     result = {
         "sizes": sizes,
