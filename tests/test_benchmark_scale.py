@@ -95,3 +95,19 @@ def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
     assert 50 < metrics["synth_rss"]["values"]["60"]["value"] < 1000
     assert "~" in done.stdout and "(extrapolated)" in done.stdout
     assert "| stage | unit | 60 | 2,000 | 5,000,000 | exponent |" in done.stdout
+
+
+def test_reuse_takes_measured_values_of_an_earlier_run(tmp_path: Path) -> None:
+    settings = {"max_minutes": 5, "epochs": 1, "requests": 10, "warmup": 20, "seeds": 5,
+                "k": 500, "workers": 2, "seed": 0}  # fmt: skip
+    metrics = scale.complete({"synth_s": {100: 1.0, 1_000: 10.0}}, [100, 1_000, 10_000])
+    runs = {str(n): {"minutes": 1.0, "notes": {}, "load": {"min": 1, "max": 1}}
+            for n in (100, 1_000, 10_000)}  # fmt: skip
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps({"settings": settings, "runs": runs, "metrics": metrics}))
+    history: dict = {}
+    reused = scale._reused(before, [1_000, 10_000, 50_000], {**settings, "max_minutes": 9}, history)
+    assert set(reused) == {"1000", "10000"} and reused["1000"]["reused_from"] == str(before)
+    assert history == {"synth_s": {1_000: 10.0}}  # extrapolated values are not taken
+    with pytest.raises(ValueError, match="--reuse"):
+        scale._reused(before, [1_000], {**settings, "epochs": 2}, {})

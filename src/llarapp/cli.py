@@ -454,6 +454,7 @@ def cmd_scale_bench(args: argparse.Namespace) -> None:
         workers=args.workers,
         seed=args.seed,
         chart=args.chart,
+        reuse=args.reuse,
     )
     print(format_table(result))
     print(f"\nJSON: {args.out}" + (f"\nchart: {result['chart']}" if args.chart else ""))
@@ -884,6 +885,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive, default=500, help="recommendations per request")
     p.add_argument("--workers", type=_positive, default=2, help="llarapp serve --workers")
     p.add_argument("--seed", type=int, default=0, help="synth and train seed")
+    p.add_argument(
+        "--reuse", default=None, help="an earlier --out (same settings): its sizes are not rerun"
+    )
     p.set_defaults(fn=cmd_scale_bench)
 
     p = groups.add_parser(

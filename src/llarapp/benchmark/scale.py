@@ -466,23 +466,34 @@ def run_scale_benchmark(
     workers: int = 2,
     seed: int = 0,
     chart: Path | str | None = None,
+    reuse: Path | str | None = None,
 ) -> dict:
-    """Run the benchmark (see the module docstring), write ``out`` (and ``chart``)."""
+    """Run the benchmark (see the module docstring), write ``out`` (and ``chart``).
+
+    ``reuse``: an earlier result JSON of the same settings; its sizes are not run again, their
+    measured values (and notes) are taken as they are.
+
+    Raises:
+        ValueError: ``reuse`` was run with other settings.
+    """
     sizes = sorted(set(sizes))
     settings = {
         "max_minutes": max_minutes, "epochs": epochs, "requests": requests, "warmup": warmup,
         "seeds": seeds, "k": k, "workers": workers, "seed": seed,
     }  # fmt: skip
     history: dict[str, dict[int, float]] = {}
-    runs = {}
+    runs = _reused(reuse, sizes, settings, history) if reuse else {}
     load_start = os.getloadavg()
     deadline = time.monotonic() + max_minutes * 60
     for n in sizes:
+        if str(n) in runs:
+            continue
         work = Path(work_dir) / str(n)
         if work.exists():
             shutil.rmtree(work)
         runs[str(n)] = _SizeRun(n, work, deadline, history, settings).run()
         log.info("scale %d: done in %.1f min; %s", n, runs[str(n)]["minutes"], runs[str(n)])
+    runs = {str(n): runs[str(n)] for n in sizes}
     result = {
         "sizes": sizes,
         "settings": settings,
@@ -500,6 +511,25 @@ def run_scale_benchmark(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2))
     return result
+
+
+def _reused(path: Path | str, sizes: list[int], settings: dict, history: dict) -> dict:
+    """The runs of ``sizes`` in an earlier result, their measured values put in ``history``."""
+    before = json.loads(Path(path).read_text())
+    ours = {k: v for k, v in settings.items() if k != "max_minutes"}
+    theirs = {k: v for k, v in before["settings"].items() if k != "max_minutes"}
+    if ours != theirs:
+        raise ValueError(f"--reuse {path}: run with {theirs}, not {ours}")
+    runs = {}
+    for n in sizes:
+        if str(n) not in before["runs"]:
+            continue
+        runs[str(n)] = {**before["runs"][str(n)], "reused_from": str(path)}
+        for key, metric in before["metrics"].items():
+            entry = metric["values"].get(str(n))
+            if entry and entry["source"] == "measured":
+                history.setdefault(key, {})[n] = entry["value"]
+    return runs
 
 
 def _cell(entry: dict | None) -> str:
