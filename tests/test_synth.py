@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llarapp.data import synth
 from llarapp.data.synth import GENERIC_WORDS, generate
 
 FULL_PLAYLIST_KEYS = [
@@ -203,3 +204,66 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         generate(0, tmp_path)
     with pytest.raises(ValueError, match="playlists_per_slice must be >= 1"):
         generate(5, tmp_path, playlists_per_slice=0)
+
+
+def test_chunked_generation_is_deterministic_and_seamless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parameters are drawn a chunk of whole slices at a time (250 -> 200 playlists here): three
+    # chunks, each slice file well-formed, the same catalog on both sides of each boundary.
+    monkeypatch.setattr(synth, "_CHUNK_PLAYLISTS", 250)
+    a = generate(500, tmp_path / "a", seed=2, playlists_per_slice=100)
+    b = generate(500, tmp_path / "b", seed=2, playlists_per_slice=100)
+    assert [p.name for p in a] == [f"mpd.slice.{s}-{s + 99}.json" for s in range(0, 500, 100)]
+    assert all(pa.read_bytes() == pb.read_bytes() for pa, pb in zip(a, b, strict=True))
+    playlists = _load(a)
+    assert [p["pid"] for p in playlists] == list(range(500))
+    meta: dict[str, tuple] = {}
+    chunk_of: dict[str, set[int]] = {}
+    for p in playlists:
+        assert p["num_tracks"] == len(p["tracks"]) and 5 <= p["num_tracks"] <= 250
+        assert [t["pos"] for t in p["tracks"]] == list(range(p["num_tracks"]))
+        for t in p["tracks"]:
+            m = (t["track_name"], t["artist_uri"], t["artist_name"], t["album_uri"])
+            assert meta.setdefault(t["track_uri"], m) == m
+            chunk_of.setdefault(t["track_uri"], set()).add(p["pid"] // 200)
+    # Warm tracks recur across chunks; each chunk has its own one-off (cold) tracks.
+    assert sum(len(c) == 3 for c in chunk_of.values()) > 500
+    for k in range(3):
+        part = playlists[200 * k : 200 * (k + 1)]
+        rows = sum(p["num_tracks"] for p in part)
+        once = Counter(t["track_uri"] for p in part for t in p["tracks"])
+        only_here = [u for u, c in once.items() if c == 1 and chunk_of[u] == {k}]
+        assert 0.02 < len(only_here) / rows < 0.3
+        assert 50 <= np.median([p["num_tracks"] for p in part]) <= 90
+    # A slice larger than the chunk: one slice a chunk; a single chunk draws as before.
+    monkeypatch.setattr(synth, "_CHUNK_PLAYLISTS", 30)
+    c = generate(120, tmp_path / "c", seed=2, playlists_per_slice=50)
+    assert [p["pid"] for p in _load(c)] == list(range(120))
+    monkeypatch.setattr(synth, "_CHUNK_PLAYLISTS", 150)
+    d = generate(120, tmp_path / "d", seed=2, playlists_per_slice=50)
+    monkeypatch.setattr(synth, "_CHUNK_PLAYLISTS", 50_000)
+    e = generate(120, tmp_path / "e", seed=2, playlists_per_slice=50)
+    assert all(pd.read_bytes() == pe.read_bytes() for pd, pe in zip(d, e, strict=True))
+    assert any(pc.read_bytes() != pe.read_bytes() for pc, pe in zip(c, e, strict=True))
+
+
+def test_sizing_keeps_small_runs_and_grows_heaps_like_to_mpd() -> None:
+    # Up to 10,000 playlists: the sizing every test is tuned on (6 tracks a playlist).
+    for n in (1, 200, 3000, 10_000):
+        size = synth._sizing(n)
+        assert size.catalog == max(4_000, 6 * n) and size.cold_scale == 1.0
+        assert (size.length_median, size.length_sigma) == (68.0, 0.8)
+    # Continuous at the switch.
+    a, b = synth._sizing(10_000), synth._sizing(10_001)
+    assert abs(b.catalog - a.catalog) < 10 and abs(b.cold_scale - 1.0) < 1e-3
+    # Distinct tracks grow sublinearly (Heaps) above it, to about MPD's at 1 M playlists.
+    sizes = [10_000, 30_000, 100_000, 300_000, 1_000_000]
+    distinct = [synth._sizing(n).expected_distinct(n) for n in sizes]
+    slopes = np.diff(np.log(distinct)) / np.diff(np.log(sizes))
+    assert np.all((slopes > 0.5) & (slopes < 0.8))
+    mpd = synth._sizing(1_000_000)
+    mean_length = synth._mean_length(mpd.length_median, mpd.length_sigma)
+    assert 64 < mean_length < 68  # MPD: 66.3 rows a playlist (66 M rows)
+    assert 2.0e6 < mpd.expected_distinct(1_000_000) < 2.7e6  # MPD: 2.26 M distinct tracks
+    assert synth._mean_length(68.0, 0.8) == pytest.approx(78.7, abs=0.2)

@@ -16,6 +16,7 @@ Examples::
     llarapp benchmark serving --model runs/model --mpd ../shared/data/mpd-dev --out runs/srv.json
     llarapp benchmark drift --mpd ../shared/data/mpd-dev --out runs/drift.json
     llarapp benchmark hardening --out runs/hardening.json
+    llarapp benchmark scale --sizes 10000,100000 --out runs/scale.json --chart runs/scale.png
     llarapp monitor profile --model runs/model --requests reference.jsonl --out runs/profile
     llarapp monitor check --model runs/model --profile runs/profile --log runs/serving/events.db
     llarapp pipeline compile
@@ -438,6 +439,32 @@ def cmd_ann_bench(args: argparse.Namespace) -> None:
     print(f"\nsynthetic: {result['synthetic']}\nJSON: {args.out}")
 
 
+def cmd_scale_bench(args: argparse.Namespace) -> None:
+    from llarapp.benchmark.scale import format_table, run_scale_benchmark
+
+    result = run_scale_benchmark(
+        args.sizes,
+        args.out,
+        work_dir=args.work,
+        max_minutes=args.max_minutes,
+        epochs=args.epochs,
+        requests=args.requests,
+        seeds=args.seeds,
+        k=args.k,
+        workers=args.workers,
+        seed=args.seed,
+        chart=args.chart,
+        reuse=args.reuse,
+    )
+    print(format_table(result))
+    print(f"\nJSON: {args.out}" + (f"\nchart: {result['chart']}" if args.chart else ""))
+
+
+def _sizes(text: str) -> list[int]:
+    """``10000,100000``: positive integers, comma-separated."""
+    return [_positive(part) for part in text.split(",") if part.strip()]
+
+
 def _pipelines_runner() -> ModuleType:
     """:mod:`pipelines.runner`: compile, run and submit (kfp lives there, never in the library).
 
@@ -841,6 +868,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive, default=500, help="recommendations per request")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_ann_bench)
+
+    p = bench.add_parser(
+        "scale", help="cost of every stage from 10 k to 1 M synthetic playlists (docs/scale.md)"
+    )
+    p.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000],
+                   help="playlists, comma-separated (default 10000,100000,1000000)")  # fmt: skip
+    p.add_argument("--out", required=True, help="JSON result file")
+    p.add_argument("--chart", default=None, help="PNG of the log-log cost curves")
+    p.add_argument("--max-minutes", type=float, default=60.0,
+                   help="budget of the whole run; what does not fit is extrapolated")  # fmt: skip
+    p.add_argument("--work", default="runs/scale", help="data, models and logs of each size")
+    p.add_argument("--epochs", type=_positive, default=None, help="llarapp train --epochs")
+    p.add_argument("--requests", type=_positive, default=200, help="per concurrency")
+    p.add_argument("--seeds", type=_positive, default=5, help="seed tracks a request (+ title)")
+    p.add_argument("--k", type=_positive, default=500, help="recommendations per request")
+    p.add_argument("--workers", type=_positive, default=2, help="llarapp serve --workers")
+    p.add_argument("--seed", type=int, default=0, help="synth and train seed")
+    p.add_argument(
+        "--reuse", default=None, help="an earlier --out (same settings): its sizes are not rerun"
+    )
+    p.set_defaults(fn=cmd_scale_bench)
 
     p = groups.add_parser(
         "train",

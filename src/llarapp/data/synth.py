@@ -41,8 +41,13 @@ of its main-genre rows are tracks whose name or artist has one of them. About 7%
 average are obscure tracks made for that playlist only (cold when hidden), still named from
 the genre's vocabulary (40% of them with a theme word), so text can predict them.
 
-Scale: the warm catalog has about 6 tracks per playlist (at least 5,400); slices are written
-one at a time, so memory stays around 100 MB for 10,000 playlists.
+Scale (:func:`_sizing`): up to 10,000 playlists (every test's size) the warm catalog has
+about 6 tracks per playlist (at least 5,400) and lengths have median 68 (mean 79). Above that
+the catalog and the cold rows grow Heaps-like (as n ** 0.65), and lengths move towards real
+MPD's (median 49, mean 66) by log n, so that 1 M playlists give about MPD's 66 M rows and
+2.3 M distinct tracks; output up to 10,000 playlists is unchanged. Playlist-level draws are
+made 50,000 playlists at a time (``_CHUNK_PLAYLISTS``) and slices are written one at a time,
+so memory holds the catalog and one chunk, whatever ``n``.
 """
 
 from __future__ import annotations
@@ -189,6 +194,16 @@ _ALBUM_FORMS = ("{A} {B}", "{A}", "{A} {B}", "The {A} Sessions", "{A} EP", "Live
 _BASE62 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
 
 _N_SCENES = 3
+# Playlists whose parameters are drawn at once (whole slices; see _Generator.run). Up to this
+# many playlists, one chunk: the draws are exactly those of an unchunked run.
+_CHUNK_PLAYLISTS = 50_000
+# Sizing (see _sizing): the tests' sizes, real MPD's size, and the Heaps exponent in between.
+_TUNED_PLAYLISTS = 10_000
+_MPD_PLAYLISTS = 1_000_000
+_HEAPS = 0.65
+_MAX_CATALOG = 3_000_000
+_LENGTH_MEDIAN = (68.0, 52.5)  # log-normal median at <= _TUNED_PLAYLISTS and at MPD's size
+_LENGTH_SIGMA = (0.8, 1.04)  # ... and its sigma (52.5, 1.04: MPD's median 49, mean 66.3)
 _MIN_GENRE_TRACKS = 300  # so a 250-track playlist never runs out of candidates
 _OFF_SCENE = 0.12  # weight of another sub-scene's artists relative to the own scene
 _GENERATED_ON = "2017-12-03 08:41:42.057563"
@@ -493,14 +508,78 @@ class _Catalog:
             self.neighbours[ib].append(ia)
 
 
+@dataclass(frozen=True)
+class _Sizing:
+    """How big a synthetic MPD of ``n`` playlists is (see :func:`_sizing`)."""
+
+    catalog: int  # warm catalog tracks to build
+    cold_scale: float  # factor on each playlist's share of cold (one-off) rows
+    length_median: float  # playlist lengths: log-normal median ...
+    length_sigma: float  # ... and sigma, truncated to 5..250
+
+    def expected_distinct(self, n: int) -> float:
+        """Rough distinct tracks of ``n`` playlists: the catalog + the expected cold rows.
+
+        An upper bound on the warm part (a few catalog tracks are never drawn); for the
+        sizing's growth, not for exact counts.
+        """
+        mean = _mean_length(self.length_median, self.length_sigma)
+        return self.catalog + n * mean * _MEAN_COLD_SHARE * self.cold_scale
+
+
+_MEAN_COLD_SHARE = 1.1 / 15.1  # mean of the Beta(1.1, 14) share of cold rows
+
+
+def _mean_length(median: float, sigma: float, lo: float = 5.0, hi: float = 250.0) -> float:
+    """Mean of a log-normal (``median``, ``sigma``) truncated to ``lo .. hi``."""
+
+    def phi(x: float) -> float:
+        return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+    mu = math.log(median)
+    a, b = (math.log(lo) - mu) / sigma, (math.log(hi) - mu) / sigma
+    return median * math.exp(sigma**2 / 2) * (phi(b - sigma) - phi(a - sigma)) / (phi(b) - phi(a))
+
+
+def _sizing(n: int) -> _Sizing:
+    """The sizing of ``n`` playlists.
+
+    Up to ``_TUNED_PLAYLISTS``: a catalog of 6 tracks per playlist (at least 4,000), the full
+    cold share, lengths log-normal(68, 0.8): what every test is tuned on. Above it the catalog
+    and the number of cold rows grow as ``n ** _HEAPS`` (Heaps' law; real MPD's distinct tracks
+    grow about so), and the length distribution moves by log n to MPD's at 1 M playlists;
+    continuous at ``_TUNED_PLAYLISTS``.
+    """
+    if n <= _TUNED_PLAYLISTS:
+        return _Sizing(min(_MAX_CATALOG, max(4_000, 6 * n)), 1.0, _LENGTH_MEDIAN[0],
+                       _LENGTH_SIGMA[0])  # fmt: skip
+    growth = n / _TUNED_PLAYLISTS
+    t = min(1.0, math.log(growth) / math.log(_MPD_PLAYLISTS / _TUNED_PLAYLISTS))
+    m0, m1 = _LENGTH_MEDIAN
+    s0, s1 = _LENGTH_SIGMA
+    median = m0 * (m1 / m0) ** t
+    sigma = s0 + (s1 - s0) * t
+    # Cold rows = n x mean length x share: scaled so that they grow as n ** _HEAPS too.
+    return _Sizing(
+        catalog=min(_MAX_CATALOG, round(6 * _TUNED_PLAYLISTS * growth**_HEAPS)),
+        cold_scale=growth ** (_HEAPS - 1.0) * _mean_length(m0, s0) / _mean_length(median, sigma),
+        length_median=median,
+        length_sigma=sigma,
+    )
+
+
 class _Generator:
     """Draws playlists from a :class:`_Catalog` and serialises them slice by slice."""
 
     def __init__(self, n_playlists: int, seed: int, reduced: bool) -> None:
         self.rng = np.random.default_rng(seed)
         self.reduced = reduced
-        n_catalog = min(3_000_000, max(4_000, 6 * n_playlists))
-        self.cat = _Catalog(self.rng, n_catalog, reduced)
+        self.sizing = _sizing(n_playlists)
+        self.cat = _Catalog(self.rng, self.sizing.catalog, reduced)
+        # What was written (for the log): rows, and which catalog tracks / cold tracks.
+        self.rows = 0
+        self.n_cold = 0
+        self.used = np.zeros(self.cat.n_tracks, dtype=bool)
 
     def _genre_part(
         self,
@@ -646,15 +725,32 @@ class _Generator:
         )
         return forms[r[8] % len(forms)]
 
-    def run(self, n: int, out_dir: Path, per_slice: int) -> list[Path]:
-        """Draws ``n`` playlists and writes them; returns the slice paths."""
+    def run(self, n: int, out_dir: Path, per_slice: int, chunk: int | None = None) -> list[Path]:
+        """Draws ``n`` playlists and writes them; returns the slice paths.
+
+        Playlist-level parameters are drawn ``chunk`` playlists at a time (default
+        ``_CHUNK_PLAYLISTS``, rounded down to whole slices, at least one), so memory does not
+        grow with ``n``; with ``n <= chunk`` the draws are those of one unchunked run.
+        """
+        chunk = _CHUNK_PLAYLISTS if chunk is None else chunk
+        step = max(1, chunk // per_slice) * per_slice
+        paths: list[Path] = []
+        for start in range(0, n, step):
+            paths += self._run_chunk(start, min(n, start + step), out_dir, per_slice)
+        return paths
+
+    def _run_chunk(self, p0: int, p1: int, out_dir: Path, per_slice: int) -> list[Path]:
+        """Draws playlists ``p0 .. p1 - 1`` (whole slices) and writes their slice files."""
+        n = p1 - p0
         rng = self.rng
         cat = self.cat
+        size = self.sizing
         n_genres = len(cat.genre_names)
         # Playlist-level draws, vectorised. Lengths: log-normal truncated to 5..250.
         lengths = np.empty(0, dtype=np.int64)
         while len(lengths) < n:
-            x = np.round(rng.lognormal(math.log(68.0), 0.8, size=2 * n + 16))
+            x = np.round(rng.lognormal(math.log(size.length_median), size.length_sigma,
+                                       size=2 * n + 16))  # fmt: skip
             lengths = np.concatenate([lengths, x[(x >= 5) & (x <= 250)].astype(np.int64)])
         lengths = lengths[:n]
         genre = rng.choice(n_genres, size=n, p=cat.genre_share)
@@ -670,7 +766,11 @@ class _Generator:
                 else:
                     genre2[pid] = (gi + 1 + r[10] % (n_genres - 1)) % n_genres
         # Row budget: cold (obscure) rows, noise rows, main and second genre rows.
-        n_cold = np.minimum(rng.binomial(lengths, rng.beta(1.1, 14.0, size=n)), lengths - 3)
+        cold_share = rng.beta(1.1, 14.0, size=n)
+        if size.cold_scale != 1.0:
+            cold_share *= size.cold_scale
+        n_cold = np.minimum(rng.binomial(lengths, cold_share), lengths - 3)
+        self.n_cold += int(n_cold.sum())
         rest = lengths - n_cold
         n_noise = np.where(rest >= 10, rng.binomial(rest, 0.03), 0)
         rest = rest - n_noise
@@ -718,11 +818,11 @@ class _Generator:
             strict=True,
         )  # fmt: skip
         paths: list[Path] = []
-        for s_start in range(0, n, per_slice):
+        for s_start in range(p0, p1, per_slice):  # pids; i, s_lo, s_hi: chunk indices
             s_end = s_start + per_slice - 1
-            s_stop = min(n, s_start + per_slice)
-            c_lo = cold_end[s_start - 1] if s_start else 0
-            c_hi = cold_end[s_stop - 1]
+            s_lo, s_hi = s_start - p0, min(p1, s_start + per_slice) - p0
+            c_lo = cold_end[s_lo - 1] if s_lo else 0
+            c_hi = cold_end[s_hi - 1]
             cold = self._cold(cold_genre[c_lo:c_hi], theme_word[c_lo:c_hi])
             path = out_dir / f"mpd.slice.{s_start}-{s_end}.json"
             info = {
@@ -732,12 +832,12 @@ class _Generator:
             }
             with path.open("w", encoding="utf-8", newline="") as fh:
                 fh.write('{"info":' + _ENCODER.encode(info) + ',"playlists":[')
-                for pid in range(s_start, s_stop):
-                    if pid > s_start:
+                for i in range(s_lo, s_hi):
+                    if i > s_lo:
                         fh.write(",")
-                    lo = (cold_end[pid - 1] if pid else 0) - c_lo
-                    pl_cold = [c[lo : cold_end[pid] - c_lo] for c in cold]
-                    fh.write(self._playlist(pid, next(cols), titled[pid], r_pl[pid], pl_cold))
+                    lo = (cold_end[i - 1] if i else 0) - c_lo
+                    pl_cold = [c[lo : cold_end[i] - c_lo] for c in cold]
+                    fh.write(self._playlist(p0 + i, next(cols), titled[i], r_pl[i], pl_cold))
                 fh.write("]}")
             paths.append(path)
         return paths
@@ -763,7 +863,9 @@ class _Generator:
                 if t not in taken:
                     taken.add(t)
                     warm.append(t)
+        self.used[warm] = True
         rows = self._rows(warm, cold, pr, nd)
+        self.rows += len(rows[0])
         desc = self._description(gi, r) if r[11] % 100 < 8 else None
         return self._serialise(pid, rows, title, desc, col, mod, fol, er)
 
@@ -910,14 +1012,21 @@ def generate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    paths = _Generator(n_playlists, seed, reduced).run(n_playlists, out, playlists_per_slice)
+    gen = _Generator(n_playlists, seed, reduced)
+    paths = gen.run(n_playlists, out, playlists_per_slice)
     logger.info(
-        "synth: wrote %d playlists in %d slice file(s) to %s (seed=%d, reduced=%s) in %.2fs",
+        "synth: wrote %d playlists in %d slice file(s) to %s (seed=%d, reduced=%s) in %.2fs: "
+        "%d rows, %d distinct tracks (%d of the %d catalog tracks, %d one-off)",
         n_playlists,
         len(paths),
         out,
         seed,
         reduced,
         time.perf_counter() - t0,
+        gen.rows,
+        int(gen.used.sum()) + gen.n_cold,
+        int(gen.used.sum()),
+        gen.cat.n_tracks,
+        gen.n_cold,
     )
     return paths

@@ -4,6 +4,7 @@
   cold hidden tracks — from the JSON of ``llarapp benchmark quality`` or of the pipeline's
   evaluate stage (``{"models": {NAME: {"categories", "warm", "cold", ...}}}``);
 - :func:`latency_histogram`: request latencies of ``llarapp benchmark serving``, per run;
+- :func:`scale_chart`: log-log cost curves of ``llarapp benchmark scale``;
 - :func:`png_img_tag`: a PNG as an ``<img>`` with the bytes inline (the KFP UI shows an HTML
   artifact on its own, without the files beside it).
 """
@@ -116,3 +117,44 @@ def png_img_tag(png: Path | str, alt: str) -> str:
     return (
         f'<img alt="{html.escape(alt)}" style="max-width:100%" src="data:image/png;base64,{data}">'
     )
+
+
+def scale_chart(result: Mapping, out: Path | str) -> Path:
+    """Log-log cost curves of ``llarapp benchmark scale``: wall time per stage, memory, and
+    serving latency against playlists; measured points filled and joined, extrapolated ones
+    hollow on a dashed line. Writes a PNG to ``out``; returns its path.
+
+    Raises:
+        ValueError: no metric has a value.
+    """
+    panels = (("s", "wall time per stage, s"), ("MiB", "memory, MiB"), ("ms", "latency, ms"))
+    metrics = [m for m in result.get("metrics", {}).values() if m["values"]]
+    if not metrics:
+        raise ValueError("scale chart: the result has no values")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
+    for ax, (unit, title) in zip(axes, panels, strict=True):
+        for i, m in enumerate(x for x in metrics if x["unit"] == unit):
+            points = sorted((int(n), v["value"], v["source"]) for n, v in m["values"].items())
+            points = [p for p in points if p[1] > 0]
+            if not points:
+                continue
+            color = f"C{i % 10}"
+            label = m["label"] + (f" (b={m['exponent']:.2f})" if m["exponent"] is not None else "")
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            ax.plot(xs, ys, color=color, linestyle=":", alpha=0.6)
+            done = [(x, y) for x, y, s in points if s == "measured"]
+            if done:
+                ax.plot(*zip(*done, strict=True), color=color, marker="o", label=label)
+            extra = [(x, y) for x, y, s in points if s != "measured"]
+            if extra:
+                ax.plot(*zip(*extra, strict=True), color=color, marker="o", linestyle="none",
+                        markerfacecolor="none", label=None if done else label)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("playlists")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("cost curves (filled: measured; hollow: extrapolated from the fitted exponent b)")
+    return _save(plt, fig, out)
