@@ -14,6 +14,7 @@ from llarapp.pipeline.rollout import (
     WAIT,
     RolloutRules,
     VersionStats,
+    _quantile_ms,
     decide,
     worse_test,
 )
@@ -50,6 +51,23 @@ def test_slow_or_disliked_challengers_roll_back() -> None:
     assert slow.action == ROLLBACK and "p99" in slow.reason
     disliked = decide(CHAMPION, _challenger(likes=30, dislikes=70))
     assert disliked.action == ROLLBACK and "like-rate 30.0%" in disliked.reason
+
+
+def test_a_stalled_tail_alone_does_not_roll_back_but_a_slow_median_does() -> None:
+    champion = VersionStats("3", requests=2000, errors=4, p99_ms=30.0, likes=300, dislikes=200,
+                            p50_ms=10.0)  # fmt: skip
+    stalled = decide(champion, _challenger(p99_ms=90.0, p50_ms=11.0))  # a few stalled requests
+    assert stalled.action == PROMOTE
+    slow = decide(champion, _challenger(p99_ms=90.0, p50_ms=25.0))
+    assert slow.action == ROLLBACK and "median 2.50x" in slow.reason
+
+
+def test_latency_quantiles_interpolate_inside_their_bucket() -> None:
+    cumulative = [(0.1, 50.0), (0.2, 100.0), (math.inf, 100.0)]  # (le seconds, count <= le)
+    assert _quantile_ms(cumulative, 0.99) == pytest.approx(198.0)
+    assert _quantile_ms(cumulative, 0.5) == pytest.approx(100.0)
+    assert _quantile_ms([(0.1, 0.0), (math.inf, 4.0)], 0.99) == pytest.approx(100.0)
+    assert math.isnan(_quantile_ms([], 0.5))
 
 
 def test_the_like_rate_test_holds_its_false_alarm_rate() -> None:

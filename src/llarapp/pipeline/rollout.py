@@ -7,7 +7,8 @@ latency, likes and dislikes -- and :func:`decide` applies these written rules, i
 1. **Roll back at once** when the challenger is clearly broken: its error rate exceeds the
    champion's by more than ``max_error_increase`` (absolute) and a one-sided two-proportion
    z-test says it is higher with p < ``alpha``; or, with at least ``min_requests`` requests
-   each, its p99 latency exceeds ``max_p99_ratio`` times the champion's.
+   each, its p99 latency exceeds ``max_p99_ratio`` times the champion's and so does its median
+   (slow across the board: on a shared machine one stalled request is a small sample's p99).
 2. **Wait** while either version has fewer than ``min_requests`` requests or fewer than
    ``min_feedback`` like/dislike events: no decision from a small sample.
 3. **Roll back** when the challenger's like-rate is lower than the champion's by more than
@@ -56,7 +57,7 @@ class RolloutRules:
     min_feedback: int = 50  # like/dislike events per version, before promotion
     alpha: float = 0.05  # one-sided significance of "the challenger is worse"
     max_error_increase: float = 0.01  # absolute error-rate increase tolerated
-    max_p99_ratio: float = 1.5  # challenger p99 / champion p99 tolerated
+    max_p99_ratio: float = 1.5  # challenger / champion p99 (and median) tolerated
     like_margin: float = 0.0  # absolute like-rate decrease tolerated
 
     def __post_init__(self) -> None:
@@ -94,6 +95,7 @@ class VersionStats:
     p99_ms: float  # latency of answered requests (nan when none)
     likes: int
     dislikes: int
+    p50_ms: float = float("nan")  # their median (nan: unknown; then the p99 decides alone)
 
     def __post_init__(self) -> None:
         for name in ("requests", "errors", "likes", "dislikes"):
@@ -210,17 +212,29 @@ def live_stats(server: str, events: Path | str) -> tuple[VersionStats, VersionSt
             p99_ms=_quantile_ms(sorted(buckets.get(version, [])), 0.99),
             likes=sum(liked),
             dislikes=len(liked) - sum(liked),
+            p50_ms=_quantile_ms(sorted(buckets.get(version, [])), 0.5),
         )
 
     return stats(state["champion"]), stats(state["challenger"])
 
 
 def _quantile_ms(cumulative: list[tuple[float, float]], q: float) -> float:
-    """The upper bound (ms) of the histogram bucket holding quantile ``q`` (nan when empty)."""
+    """Quantile ``q`` (ms) of a cumulative histogram, interpolated linearly inside the bucket
+    that holds it, as Prometheus' ``histogram_quantile`` (nan when empty; the last finite bound
+    when it falls in ``+Inf``). Bucket bounds double, so their upper bounds alone would make any
+    one-bucket difference a 2x ratio."""
     if not cumulative or cumulative[-1][1] == 0:
         return float("nan")
-    total = cumulative[-1][1]
-    return next(le for le, n in cumulative if n >= q * total) * 1000.0
+    rank = q * cumulative[-1][1]
+    lower, below = 0.0, 0.0
+    for le, n in cumulative:
+        if n >= rank:
+            if math.isinf(le):
+                return lower * 1000.0
+            share = (rank - below) / (n - below) if n > below else 1.0
+            return (lower + (le - lower) * share) * 1000.0
+        lower, below = le, n
+    return lower * 1000.0
 
 
 def decide(
@@ -249,11 +263,13 @@ def decide(
         )
     enough_requests = min(champion.requests, challenger.requests) >= rules.min_requests
     ratio = challenger.p99_ms / champion.p99_ms if champion.p99_ms > 0 else float("nan")
-    if enough_requests and ratio > rules.max_p99_ratio:
+    median = challenger.p50_ms / champion.p50_ms if champion.p50_ms > 0 else float("nan")
+    slow_median = math.isnan(median) or median > rules.max_p99_ratio
+    if enough_requests and ratio > rules.max_p99_ratio and slow_median:
         return verdict(
             ROLLBACK,
             f"v{challenger.version} p99 {challenger.p99_ms:.1f} ms is {ratio:.2f}x the "
-            f"champion's {champion.p99_ms:.1f} ms",
+            f"champion's {champion.p99_ms:.1f} ms (median {median:.2f}x)",
             errors=errors,
         )
     if not enough_requests or min(champion.feedback, challenger.feedback) < rules.min_feedback:
