@@ -381,3 +381,37 @@ def test_served_model_is_refitted_on_every_playlist_but_distractors(tiny, tmp_pa
         torch.testing.assert_close(v, again.ranker.state_dict()[k])
     case = load_cases(data, split_dir, "test")[0].case
     assert again.recommend(case, 30) == model.recommend(case, 30)  # deterministic under a seed
+
+
+def test_training_caps_the_ranker_case_playlists_and_retrieves_them_by_index_above_the_threshold(
+    tiny,
+):
+    import dataclasses
+
+    from llarapp.training.llara import prepare_llara
+
+    data, split_dir, _, _ = tiny
+    config = dataclasses.replace(TINY, ann_threshold=10, max_rank_playlists=4)
+    prepared = prepare_llara(data, split_dir, config)
+    assert 0 < len(prepared.train_cases) <= 4 * config.cases_per_playlist
+    fitted = prepared.stage_a.report["playlists"]
+    assert fitted == len(load_train(data, split_dir).pids) - 4  # the rest fit stage A
+
+    def indexes_its_vectors(stage) -> None:
+        index = stage.retriever.behavior_index
+        assert index is not None and stage.retriever.title_index is not None
+        nprobe, index.nprobe = index.nprobe, index.nlist  # every list: the exact answer
+        queries = stage.behavior[:5] + 0.1
+        scores, rows = index.search(queries, 10)  # (cold tracks of one artist tie)
+        want = -np.sort(-(queries @ stage.behavior.T), axis=1)[:, :10]
+        np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.einsum("qf,qkf->qk", queries, stage.behavior[rows]), scores, rtol=1e-5
+        )
+        index.nprobe = nprobe
+
+    for stage in (prepared.stage_a, prepared.stage):  # stage A's after its rotation
+        indexes_its_vectors(stage)
+    text_only = prepared.without_behavior(config.max_seeds)
+    indexes_its_vectors(text_only.stage_a)  # the projected texts, not the ALS vectors
+    indexes_its_vectors(text_only.stage)

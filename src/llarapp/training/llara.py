@@ -62,6 +62,7 @@ from llarapp.models.llarapp import (
     ranker_inputs,
     retrieve,
 )
+from llarapp.models.llarapp.model import build_indexes
 from llarapp.models.projector import ProjectorConfig
 from llarapp.models.retriever import FEATURES
 from llarapp.text import TextEncoder, default_cache_dir
@@ -87,6 +88,8 @@ class LlaraTrainConfig:
     ann_threshold: int = DEFAULT_ANN_THRESHOLD  # catalogues / title sets with more rows are
     # searched by an approximate index (llarapp.models.ann), saved beside the model
     rank_share: float = 0.25  # training playlists held out of the first stage -> ranker cases
+    max_rank_playlists: int = 4000  # at most this many of them (their cases' retrieval is most
+    # of stage A's time at scale: 100 k playlists would otherwise give 105 k cases)
     cases_per_playlist: int = 6  # challenge-style cases drawn per held-out playlist
     max_seeds: int = 50  # the last seeds the ranker reads
     hard_negatives: int = 64  # top retrieved non-hidden candidates per case and step (and as
@@ -120,6 +123,7 @@ class LlaraTrainConfig:
             raise ValueError(f"rank_share={self.rank_share}: expected 0 < x < 1")
         for name in (
             "n_candidates", "max_seeds", "batch_size", "cases_per_playlist", "feedback_repeat",
+            "max_rank_playlists",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"LlaraTrainConfig.{name}={getattr(self, name)}: expected >= 1")
@@ -569,7 +573,7 @@ def _prepare(
     t = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     perm = rng.permutation(len(train.pids))
-    n_rank = int(len(perm) * config.rank_share)
+    n_rank = min(int(len(perm) * config.rank_share), config.max_rank_playlists)
     rank_rows, fit_rows = np.sort(perm[:n_rank]), np.sort(perm[n_rank:])
     stage_a = build_stage(
         subset(train, fit_rows),
@@ -580,6 +584,7 @@ def _prepare(
         config.knn_alpha,
         config.n_candidates,
     )
+    build_indexes(stage_a, config.ann_threshold)  # cases retrieved as the server retrieves
     rank_pids = train.pids[rank_rows]
     rank_playlists = (
         [ordered[p] for p in rank_pids],
@@ -599,6 +604,7 @@ def _prepare(
         config.knn_alpha,
         config.n_candidates,
     )
+    build_indexes(stage, config.ann_threshold)
     if valid is None:
         valid_cases = ranker_cases_from_playlists(stage, *rank_playlists, config)
     else:
@@ -613,8 +619,9 @@ def _prepare(
         ]
     rotation = align(stage_a, stage)  # the ranker must read one basis in training and serving
     stage_a.behavior = stage_a.behavior @ rotation
-    stage_a.retriever.behavior = stage_a.behavior
+    stage_a.retriever.behavior = stage_a.behavior  # which drops its index of the old vectors
     stage_a.retriever.playlist_vectors = stage_a.retriever.playlist_vectors @ rotation
+    build_indexes(stage_a, config.ann_threshold)
     for rc in train_cases:
         rc.queries = rc.queries @ rotation
     seconds["stage_full"] = time.perf_counter() - t

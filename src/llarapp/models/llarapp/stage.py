@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llarapp.models.ann import AnnIndex
 from llarapp.models.baselines import ALS
 from llarapp.models.projector import Projector
 from llarapp.models.retriever import Retrieved, Retriever
@@ -96,7 +97,11 @@ class Stage:
         is the mean of its tracks'. Co-occurrence, title and artist sources stay."""
         behavior = self.track_projector.project(self.catalog.text)
         retriever = copy.copy(self.retriever)  # the same sources over the new vectors
-        retriever.behavior = behavior
+        retriever.behavior = behavior  # which drops the index of the vectors it replaces
+        if self.retriever.behavior_index is not None:
+            retriever.behavior_index = AnnIndex.build(
+                behavior, self.retriever.behavior_index.nprobe
+            )
         if retriever.playlist_vectors is not None:
             tracks = retriever.item_playlists.T.tocsr()  # playlist -> warm tracks
             counts = np.maximum(np.diff(tracks.indptr), 1)[:, None]
