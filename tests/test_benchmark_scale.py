@@ -118,3 +118,27 @@ def test_reuse_takes_measured_values_of_an_earlier_run(tmp_path: Path) -> None:
     assert history == {"synth_s": {1_000: 10.0}}  # extrapolated values are not taken
     with pytest.raises(ValueError, match="--reuse"):
         scale._reused(before, [1_000], {**settings, "epochs": 2}, {})
+
+
+def test_redo_runs_stages_of_a_reused_size_again_on_its_folder(tmp_path: Path) -> None:
+    settings = {"epochs": 1, "requests": 10, "warmup": 20, "seeds": 5, "k": 500, "workers": 2,
+                "seed": 0}  # fmt: skip
+    metrics = scale.complete({"tracks": {1_000: 3_000.0}, "floor_ms": {1_000: 99.0}}, [1_000])
+    runs = {"1000": {"minutes": 1.0, "notes": {"serve": "skipped: needs train"},
+                     "load": {"min": 1, "max": 1}}}  # fmt: skip
+    before = tmp_path / "before.json"
+    before.write_text(json.dumps({"settings": settings, "runs": runs, "metrics": metrics}))
+    kwargs = {**settings, "work_dir": tmp_path / "work", "reuse": before}
+    with pytest.raises(ValueError, match="missing"):  # the earlier run's folder is needed
+        scale.run_scale_benchmark([1_000], tmp_path / "a.json", redo=("numpy floor",), **kwargs)
+    with pytest.raises(ValueError, match="--redo dance"):
+        scale.run_scale_benchmark([1_000], tmp_path / "a.json", redo=("dance",), **kwargs)
+    (tmp_path / "work" / "1000").mkdir(parents=True)
+    result = scale.run_scale_benchmark(
+        [1_000], tmp_path / "b.json", redo=("numpy floor",), **kwargs
+    )
+    run = result["runs"]["1000"]
+    assert run["redone"]["stages"] == ["numpy floor"] and run["reused_from"] == str(before)
+    assert run["notes"] == {"serve": "skipped: needs train"}  # what was not redone stays
+    floor = result["metrics"]["floor_ms"]["values"]["1000"]
+    assert floor["source"] == "measured" and floor["value"] != 99.0  # measured again

@@ -455,6 +455,7 @@ def cmd_scale_bench(args: argparse.Namespace) -> None:
         seed=args.seed,
         chart=args.chart,
         reuse=args.reuse,
+        redo=tuple(args.redo),
     )
     print(format_table(result))
     print(f"\nJSON: {args.out}" + (f"\nchart: {result['chart']}" if args.chart else ""))
@@ -887,6 +888,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="synth and train seed")
     p.add_argument(
         "--reuse", default=None, help="an earlier --out (same settings): its sizes are not rerun"
+    )
+    p.add_argument(
+        "--redo",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=[],
+        help="stages of the reused sizes to run again (comma-separated, e.g. serve), on their "
+        "folders under --work",
     )
     p.set_defaults(fn=cmd_scale_bench)
 

@@ -30,8 +30,13 @@ budget ends; what depends on a missing stage is skipped too. Every metric with t
 measured sizes gets a log-log exponent (least squares), and its missing sizes are filled from
 that fit, labelled ``extrapolated`` in the table and the JSON.
 
+``--reuse EARLIER.json`` takes the sizes an earlier run of the same settings measured instead of
+running them again; ``--redo serve`` (any stages) runs those stages of the reused sizes again, on
+their folders under ``--work``, after a change to what they measure.
+
 JSON written to ``out``: ``{"sizes", "settings", "machine": {"cpus", "load"}, "runs": {SIZE:
-{"minutes", "notes": {STAGE: why skipped}, "load", "train_seconds", "workers", "supervisor"}},
+{"minutes", "notes": {STAGE: why skipped}, "load", "train_seconds", "workers", "supervisor",
+"reused_from", "redone"}},
 "metrics": {KEY: {"label", "unit", "stage", "exponent", "fitted_on", "values": {SIZE: {"value",
 "source": "measured" | "extrapolated"}}}}}``.
 """
@@ -440,15 +445,37 @@ class _SizeRun:
         n_tracks = int(self.history["tracks"][self.n])
         self.record("floor_ms", numpy_floor_ms(n_tracks, self.settings["k"]))
 
+    def steps(self) -> dict:
+        """Every stage, in the order they run."""
+        return {
+            "synth": self.synth, "ingest": self.ingest, "split": self.split,
+            "numpy floor": self.floor, "ALS fit": self.als, "text features": self.text,
+            "train": self.train, "serve": self.serve,
+        }  # fmt: skip
+
     def run(self) -> dict:
         self.work.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
-        for name, fn in (
-            ("synth", self.synth), ("ingest", self.ingest), ("split", self.split),
-            ("numpy floor", self.floor), ("ALS fit", self.als), ("text features", self.text),
-            ("train", self.train), ("serve", self.serve),
-        ):  # fmt: skip
+        for name, fn in self.steps().items():
             self.stage(name, fn)
+        return self._result(start)
+
+    def redo(self, names: list[str], before: dict) -> dict:
+        """``names`` run again on an earlier run of this size (``before``), in its folder,
+        whose other stages are taken as done; the rest of ``before`` is kept."""
+        if not self.work.is_dir():
+            raise ValueError(f"--redo: {self.work} is missing; --work must hold the earlier run")
+        start = time.monotonic()
+        self.done = set(STAGE_TIME) - set(names)
+        for name, fn in self.steps().items():
+            if name in names:
+                self.stage(name, fn)
+        now = self._result(start)
+        redone = {"stages": names, "minutes": now["minutes"], "load": now["load"]}
+        notes = {k: v for k, v in before.get("notes", {}).items() if k not in names}
+        return {**before, **self.extra, "notes": {**notes, **self.notes}, "redone": redone}
+
+    def _result(self, start: float) -> dict:
         self.load.append(os.getloadavg()[0])
         return {
             "minutes": round((time.monotonic() - start) / 60, 2),
@@ -473,15 +500,24 @@ def run_scale_benchmark(
     seed: int = 0,
     chart: Path | str | None = None,
     reuse: Path | str | None = None,
+    redo: tuple[str, ...] = (),
 ) -> dict:
     """Run the benchmark (see the module docstring), write ``out`` (and ``chart``).
 
     ``reuse``: an earlier result JSON of the same settings; its sizes are not run again, their
-    measured values (and notes) are taken as they are.
+    measured values (and notes) are taken as they are. ``redo``: stages of those sizes run
+    again all the same (after a change to what they measure), on the earlier run's folders in
+    ``work_dir``; the run's ``redone`` says which, how long they took and under what load.
 
     Raises:
-        ValueError: ``reuse`` was run with other settings.
+        ValueError: ``reuse`` was run with other settings; ``redo`` names an unknown stage, or
+            a reused size's folder is not in ``work_dir``.
     """
+    unknown = set(redo) - set(STAGE_TIME)
+    if unknown:
+        raise ValueError(
+            f"--redo {', '.join(sorted(unknown))}: expected some of {list(STAGE_TIME)}"
+        )
     sizes = sorted(set(sizes))
     settings = {
         "max_minutes": max_minutes, "epochs": epochs, "requests": requests, "warmup": warmup,
@@ -493,6 +529,9 @@ def run_scale_benchmark(
     deadline = time.monotonic() + max_minutes * 60
     for n in sizes:
         if str(n) in runs:
+            if redo:
+                size_run = _SizeRun(n, Path(work_dir) / str(n), deadline, history, settings)
+                runs[str(n)] = size_run.redo(list(redo), runs[str(n)])
             continue
         work = Path(work_dir) / str(n)
         if work.exists():
