@@ -135,3 +135,32 @@ def test_a_model_above_its_threshold_retrieves_by_index_and_shares_its_arrays(ti
         )
     arrays = load_npz(model_dir / ARRAYS_FILE, mmap=False)
     assert len(arrays["behavior"]) == retriever.behavior_index.rows
+
+
+def test_catalog_add_extends_the_saved_behavior_index_so_loading_builds_none(
+    tiny, tmp_path, caplog
+):
+    from llarapp.models.llarapp import add_tracks, read_new_tracks
+
+    model_dir = shutil.copytree(tiny[2], tmp_path / "model")
+    meta = json.loads((model_dir / MODEL_FILE).read_text())
+    meta["config"]["ann_threshold"] = 10
+    (model_dir / MODEL_FILE).write_text(json.dumps(meta))
+    Recommender.load(model_dir).save(model_dir)  # the index, built and tuned
+    nprobe = json.loads((model_dir / ANN_DIR / "behavior.json").read_text())["nprobe"]
+    artist = str(tiny[3].names.artist_name[0])
+    lines = [{"track_name": f"New {i}", "artist_name": a} for i, a in enumerate([artist, "Nobody"])]
+    (tmp_path / "new.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    add_tracks(model_dir, read_new_tracks(tmp_path / "new.jsonl"))
+    caplog.clear()  # (the first load above built the index, as logged)
+    with caplog.at_level("WARNING"):
+        model = Recommender.load(model_dir)
+    assert "built one now" not in caplog.text and "not used" not in caplog.text
+    index, behavior = model.stage.retriever.behavior_index, model.stage.behavior
+    assert index.rows == len(behavior) == len(model.track_uris) and index.nprobe == nprobe
+    assert sorted(index.order.tolist()) == list(range(len(behavior)))  # every row once
+    np.testing.assert_array_equal(index.vectors, behavior[index.order])
+    index.nprobe = index.nlist
+    scores, _ = index.search(behavior[-2:], 5)  # the new rows are found as exact search does
+    want = -np.sort(-(behavior[-2:] @ behavior.T), axis=1)[:, :5]
+    np.testing.assert_allclose(scores, want, rtol=1e-5)

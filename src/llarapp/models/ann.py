@@ -157,6 +157,27 @@ class AnnIndex:
             scores[i, : len(top)], rows[i, : len(top)] = s[top], r[top]
         return scores, rows
 
+    def extended(self, vectors: np.ndarray) -> AnnIndex:
+        """This index with ``vectors`` (m, d) as rows ``rows .. rows + m - 1``, each in the
+        list of the centroid nearest its direction (the lists are not clustered again; the
+        tuned ``nprobe`` is kept)."""
+        new = np.asarray(vectors, np.float32).reshape(-1, self.meta["dim"])
+        assign = np.concatenate(
+            [
+                np.repeat(np.arange(self.nlist), np.diff(self.offsets)),
+                _assign(_unit(new), self.centroids),
+            ]
+        )
+        order = np.argsort(assign, kind="stable")  # a list's old rows, then its new ones
+        rows = np.concatenate([self.order, np.arange(self.rows, self.rows + len(new))])
+        arrays = {
+            "centroids": self.centroids,
+            "offsets": np.searchsorted(assign[order], np.arange(self.nlist + 1)).astype(np.int64),
+            "rows": rows[order].astype(np.int64),
+            "vectors": np.concatenate([self.vectors, new])[order],
+        }
+        return AnnIndex(arrays, {**self.meta, "rows": self.rows + len(new)})
+
     def save(self, folder: Path | str, name: str) -> Path:
         """Write ``folder/NAME.npz`` (renamed over the old one, which may be mapped) and
         ``folder/NAME.json``; returns the arrays' file."""

@@ -26,9 +26,10 @@ first: a failure leaves the model as it was, and a names table ahead of its arra
 rows the catalogue ignores): ``arrays.npz`` (the per-track arrays grow at the end, after every
 warm and cold track, so ``n_warm``, every existing index and every existing row stay as they
 were; ``n_trained`` records the catalogue size at training, once) and ``track_names.parquet``
-(new rows appended). The ALS model, projector, ranker and ONNX export do not depend on the
-catalogue and are untouched; a server loads the new catalogue when it restarts (or when a
-deploy points it at the folder again).
+(new rows appended), then the behavior index where the model has one (``ann/behavior.npz``:
+each new row joins the list nearest it). The ALS model, projector, ranker and ONNX export do
+not depend on the catalogue and are untouched; a server loads the new catalogue when it
+restarts (or when a deploy points it at the folder again).
 
 Tracks whose URI is already in the catalogue, and tracks without a URI named like a catalogue
 track (same track and artist, :func:`llarapp.data.names.name_key`), are skipped and reported.
@@ -50,6 +51,7 @@ import pyarrow.parquet as pq
 
 from llarapp.data.dataset import Track
 from llarapp.data.names import TRACK_NAMES_FILE, name_key
+from llarapp.models.ann import ANN_DIR, AnnIndex
 from llarapp.models.base import ARRAYS_FILE, MODEL_FILE
 from llarapp.models.llarapp.stage import artist_key
 from llarapp.models.npz import replace_file
@@ -296,6 +298,7 @@ def add_tracks(model_dir: Path | str, tracks: Sequence[NewTrack], embed=None) ->
         )
     replace_file(model_dir / TRACK_NAMES_FILE, lambda f: pq.write_table(added_names, f))
     replace_file(model_dir / ARRAYS_FILE, lambda f: np.savez(f, **arrays))
+    _extend_index(model_dir, n_before, grown["behavior"])
     log.info(
         "catalog add: %d tracks (%d from their artist, %d projected) -> %s",
         len(new),
@@ -304,3 +307,11 @@ def add_tracks(model_dir: Path | str, tracks: Sequence[NewTrack], embed=None) ->
         model_dir,
     )
     return report
+
+
+def _extend_index(model_dir: Path, n_before: int, behavior: np.ndarray) -> None:
+    """The saved behavior index (``MODEL_DIR/ann/``, models above ``ann_threshold``) with the
+    new tracks' rows, so that loading the grown model does not build it again."""
+    index = AnnIndex.load(model_dir / ANN_DIR, "behavior", (n_before, behavior.shape[1]))
+    if index is not None:
+        index.extended(behavior).save(model_dir / ANN_DIR, "behavior")
