@@ -115,15 +115,7 @@ class AnnIndex:
         assign = np.concatenate(
             [_assign(_unit(vectors[s : s + _BLOCK]), centroids) for s in range(0, n, _BLOCK)]
         )
-        order = np.argsort(assign, kind="stable")
-        arrays = {
-            "centroids": centroids,
-            "offsets": np.searchsorted(assign[order], np.arange(nlist + 1)).astype(np.int64),
-            "rows": order.astype(np.int64),
-            "vectors": np.asarray(vectors[order], np.float32),
-        }
-        meta = {"rows": n, "dim": d, "nlist": nlist, "nprobe": nprobe}
-        index = cls(arrays, meta)
+        index = cls._grouped(centroids, assign, np.arange(n), vectors, {"rows": n, "dim": d})
         index.nprobe = nprobe
         log.info(
             "ann index: %d x %d, %d lists (%.1f s)", n, d, nlist, time.perf_counter() - started
@@ -162,21 +154,45 @@ class AnnIndex:
         list of the centroid nearest its direction (the lists are not clustered again; the
         tuned ``nprobe`` is kept)."""
         new = np.asarray(vectors, np.float32).reshape(-1, self.meta["dim"])
-        assign = np.concatenate(
-            [
-                np.repeat(np.arange(self.nlist), np.diff(self.offsets)),
-                _assign(_unit(new), self.centroids),
-            ]
+        old = np.repeat(np.arange(self.nlist), np.diff(self.offsets))
+        return self._grouped(  # a list's old rows, then its new ones
+            self.centroids,
+            np.concatenate([old, _assign(_unit(new), self.centroids)]),
+            np.concatenate([self.order, np.arange(self.rows, self.rows + len(new))]),
+            np.concatenate([self.vectors, new]),
+            {**self.meta, "rows": self.rows + len(new)},
         )
-        order = np.argsort(assign, kind="stable")  # a list's old rows, then its new ones
-        rows = np.concatenate([self.order, np.arange(self.rows, self.rows + len(new))])
+
+    def rotated(self, rotation: np.ndarray) -> AnnIndex:
+        """This index of ``vectors @ rotation`` (orthogonal ``rotation``): every row stays in
+        its list, so the tuned ``nprobe`` and its recall hold."""
         arrays = {
-            "centroids": self.centroids,
-            "offsets": np.searchsorted(assign[order], np.arange(self.nlist + 1)).astype(np.int64),
-            "rows": rows[order].astype(np.int64),
-            "vectors": np.concatenate([self.vectors, new])[order],
+            "centroids": np.asarray(self.centroids @ rotation, np.float32),
+            "offsets": self.offsets,
+            "rows": self.order,
+            "vectors": np.asarray(self.vectors @ rotation, np.float32),
         }
-        return AnnIndex(arrays, {**self.meta, "rows": self.rows + len(new)})
+        return AnnIndex(arrays, dict(self.meta))
+
+    @classmethod
+    def _grouped(
+        cls,
+        centroids: np.ndarray,
+        assign: np.ndarray,
+        rows: np.ndarray,
+        vectors: np.ndarray,
+        meta: dict,
+    ) -> AnnIndex:
+        """The index of ``vectors`` (row ids ``rows``) stored list by list (``assign``)."""
+        nlist = len(centroids)
+        order = np.argsort(assign, kind="stable")
+        arrays = {
+            "centroids": centroids,
+            "offsets": np.searchsorted(assign[order], np.arange(nlist + 1)).astype(np.int64),
+            "rows": np.asarray(rows, np.int64)[order],
+            "vectors": np.asarray(vectors[order], np.float32),
+        }
+        return cls(arrays, {"nprobe": 1, **meta, "nlist": nlist})
 
     def save(self, folder: Path | str, name: str) -> Path:
         """Write ``folder/NAME.npz`` (renamed over the old one, which may be mapped) and

@@ -618,10 +618,12 @@ def _prepare(
             for ec in valid
         ]
     rotation = align(stage_a, stage)  # the ranker must read one basis in training and serving
+    index = stage_a.retriever.behavior_index
     stage_a.behavior = stage_a.behavior @ rotation
     stage_a.retriever.behavior = stage_a.behavior  # which drops its index of the old vectors
     stage_a.retriever.playlist_vectors = stage_a.retriever.playlist_vectors @ rotation
-    build_indexes(stage_a, config.ann_threshold)
+    if index is not None:
+        stage_a.retriever.behavior_index = index.rotated(rotation)
     for rc in train_cases:
         rc.queries = rc.queries @ rotation
     seconds["stage_full"] = time.perf_counter() - t
