@@ -16,6 +16,7 @@ from llarapp.models.projector import ProjectorConfig, fit_projector
 from llarapp.models.retriever import FEATURES, Retriever
 from llarapp.training.llara import (
     LlaraTrainConfig,
+    _fold_batches,
     p_hybrid,
     train_llara,
 )
@@ -28,6 +29,18 @@ def test_curriculum_schedule_rises_from_text_only_to_hybrid():
     assert p_hybrid("none", 0, 100) == 1.0 and p_hybrid("text-only", 100, 100) == 0.0
     with pytest.raises(ValueError, match="curriculum='sometimes'"):
         LlaraTrainConfig(curriculum="sometimes")
+    with pytest.raises(ValueError, match=r"rank_folds=5 x rank_share=0\.25 > 1"):
+        LlaraTrainConfig(rank_folds=5)  # the folds are disjoint shares of the playlists
+
+
+def test_an_epoch_batches_each_fold_apart_and_every_case_once():
+    folds = np.repeat([0, 1, 2, 3], [40, 33, 7, 40])
+    batches = _fold_batches(folds, 16, np.random.default_rng(0))
+    assert all((folds[rows] == fold).all() for fold, rows in batches)  # one fold stage each
+    seen = np.concatenate([rows for _, rows in batches])
+    assert sorted(seen.tolist()) == list(range(len(folds)))
+    assert len(batches) == 3 + 3 + 1 + 3
+    assert [f for f, _ in batches] != sorted(f for f, _ in batches)  # folds interleave
 
 
 def test_projector_learns_a_linear_map_better_than_the_mean():
@@ -185,7 +198,7 @@ def test_case_ndcg_matches_the_metric_for_any_blend():
         feats = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
         q = Query(None, np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
         cases.append(
-            RankCase(None, q.seed_idx, cands, feats, hidden, np.zeros((2, 4)), np.ones(2), q)
+            RankCase(None, q.seed_idx, cands, feats, hidden, np.zeros((2, 4)), np.ones(2), q, None)
         )
     for _ in range(3):
         w = rng.normal(size=len(FEATURES)).astype(np.float32)
@@ -384,18 +397,20 @@ def test_served_model_is_refitted_on_every_playlist_but_distractors(tiny, tmp_pa
 
 
 def test_training_caps_the_ranker_case_playlists_and_retrieves_them_by_index_above_the_threshold(
-    tiny,
+    tiny, tmp_path
 ):
     import dataclasses
 
     from llarapp.training.llara import prepare_llara
 
     data, split_dir, _, _ = tiny
-    config = dataclasses.replace(TINY, ann_threshold=10, max_rank_playlists=4)
+    config = dataclasses.replace(TINY, ann_threshold=10, max_rank_playlists=4, rank_folds=4)
     prepared = prepare_llara(data, split_dir, config)
     assert 0 < len(prepared.train_cases) <= 4 * config.cases_per_playlist
-    fitted = prepared.stage_a.report["playlists"]
-    assert fitted == len(load_train(data, split_dir).pids) - 4  # the rest fit stage A
+    n_train = len(load_train(data, split_dir).pids)
+    assert len(prepared.fold_stages) == config.rank_folds
+    for stage in prepared.fold_stages:  # 4 playlists in 4 folds: the rest fit each fold's stage
+        assert stage.report["playlists"] == n_train - 4 // config.rank_folds
 
     def indexes_its_vectors(stage) -> None:
         index = stage.retriever.behavior_index
@@ -410,8 +425,15 @@ def test_training_caps_the_ranker_case_playlists_and_retrieves_them_by_index_abo
         )
         index.nprobe = nprobe
 
-    for stage in (prepared.stage_a, prepared.stage):  # stage A's after its rotation
+    for stage in (*prepared.fold_stages, prepared.stage):  # the folds' after their rotation
         indexes_its_vectors(stage)
+    assert {rc.fold for rc in prepared.train_cases} == set(range(config.rank_folds))
+    model = train_llara(  # each batch read by its own fold stage
+        data, split_dir, tmp_path / "model", config, prepared=prepared, refit=False,
+        tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+    )  # fmt: skip
+    assert model.report["train_cases"] == len(prepared.train_cases)
+    assert len(model.report["history"]) >= 2  # the start and at least one epoch
     text_only = prepared.without_behavior(config.max_seeds)
-    indexes_its_vectors(text_only.stage_a)  # the projected texts, not the ALS vectors
+    indexes_its_vectors(text_only.fold_stages[0])  # the projected texts, not the ALS vectors
     indexes_its_vectors(text_only.stage)

@@ -182,6 +182,7 @@ class TestLlaraPP(RecommenderContract):
             als=ALSConfig(factors=2, iterations=15, regularization=0.1, alpha=10.0),  # as TestALS
             n_candidates=20,
             rank_share=0.5,
+            rank_folds=2,
         )
         return LlaraPP(config.to_dict())
 

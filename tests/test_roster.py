@@ -9,6 +9,7 @@ import pytest
 from llarapp.benchmark.quality import run_quality
 from llarapp.config import TuneConfig
 from llarapp.data.dataset import load_train
+from llarapp.evaluation.report import format_tables
 from llarapp.models.baselines import MostPopular
 from llarapp.pipeline.stages import evaluate_models
 from llarapp.text import TextEncoder
@@ -97,3 +98,28 @@ def test_benchmark_and_evaluate_stage_score_the_baselines_alike(synth_dir, tmp_p
     assert figures == _figures({"models": fit_and_evaluate(roster, names, progress=False)})
     assert stage["dataset"]["test_cases"] == bench["dataset"]["test_cases"]
     assert {"fit:als", "evaluate:als"} <= set(stage["seconds"]) & set(bench["seconds"])
+
+
+@pytest.mark.integration
+def test_llara_is_also_scored_with_every_seed_unknown_to_its_catalogue(tiny) -> None:
+    """The cold-start path the curriculum is for: seeds sent by text alone, never recommended."""
+    from llarapp.training.roster import _UnknownSeeds
+
+    data, split_dir, model_dir, model = tiny
+    roster = Roster.load(data, split_dir, tune=TuneConfig(max_cases=20), encoder=model.encoder)
+    result = fit_and_evaluate(
+        roster, ["llara++"], saved={"llara++": model_dir}, progress=False, unknown_seeds=True
+    )["llara++"]
+    with_seeds = [ec for ec in roster.cases if ec.case.seeds]
+    for view in ("known", "unknown"):
+        assert result["seeds"][view]["overall"]["cases"] == len(with_seeds)
+        assert "title_only" not in result["seeds"][view]["categories"]
+    assert result["seeds"]["known"]["overall"] != result["seeds"]["unknown"]["overall"]
+    printed = format_tables({"models": {"llara++": result}, "seconds": {}})
+    assert "| overall, unknown |" in printed and "| title_first_1, known |" in printed
+    unknown = _UnknownSeeds(model)
+    for ec in with_seeds[:5]:
+        cands = model.candidates(ec.case)
+        assert len(cands.rank_seed_idx) and cands.rank_seed_text is None  # known: by URI
+        recs = unknown.recommend(ec.case, 50)
+        assert not {t.track_uri for t in ec.case.seeds} & set(recs)

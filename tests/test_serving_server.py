@@ -63,6 +63,30 @@ def test_engine_matches_the_model(served):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_unknown_seeds_are_text_only_ranker_tokens_in_the_model_and_the_graph(served):
+    import dataclasses
+
+    from llarapp.data.dataset import Track
+
+    _, engine, case = served
+    new = Track("A Song Nobody Has Heard", "Someone New", "spotify:track:never-seen")
+    mixed = dataclasses.replace(case, seeds=(*case.seeds[:5], new))
+    model = engine.model
+    cands = model.candidates(mixed)
+    assert cands.rank_seed_text.shape == (1, model.stage.catalog.text.shape[1])
+    inputs = model.ranker_inputs([cands], full=True)
+    n_known = len(cands.rank_seed_idx)
+    assert inputs["seed_mask"][0].tolist() == [1.0] * (n_known + 1)
+    assert inputs["seed_use_behavior"][0].tolist() == [1.0] * n_known + [0.0]  # text only
+    np.testing.assert_allclose(
+        inputs["seed_text"][0, -1], model.encoder.encode([new.text])[0], atol=1e-4
+    )
+    alone = dataclasses.replace(cands, rank_seed_text=None)  # the token is read
+    assert not np.array_equal(model.ranker_scores(cands), model.ranker_scores(alone))
+    out = engine.run(parse_recommend(_body(mixed, k=30)))  # encode -> retrieve -> rank payloads
+    assert [t["track_uri"] for t in out["recommended_tracks"]] == model.recommend(mixed, 30)
+
+
 def test_engine_ranker_inputs_match_the_training_batcher(served):
     _, engine, case = served
     payload = engine.retrieve(engine.encode(parse_recommend(_body(case))))
@@ -82,6 +106,7 @@ def test_engine_ranker_inputs_match_the_training_batcher(served):
         np.zeros((2, 1)),
         np.ones(2),
         cands.query,
+        cands.rank_seed_text,
     )
     ref = batcher.batch([rc], engine.model.hybrid)
     for name, value in ours.items():

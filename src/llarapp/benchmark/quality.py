@@ -135,7 +135,7 @@ def run_quality(
             titles |= {c.case.title for c in (*roster.valid, *roster.cases) if c.case.title}
             roster.encoder.encode(sorted(titles))
             roster.encoder.flush()
-        results = fit_and_evaluate(roster, models, k=k, seconds=seconds)
+        results = fit_and_evaluate(roster, models, k=k, seconds=seconds, unknown_seeds=True)
         counts = catalogue_counts(roster)
         for name, trials in roster.tuning.items():
             results[name]["tuning"] = trials

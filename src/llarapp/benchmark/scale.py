@@ -15,8 +15,9 @@ product's own commands in subprocesses, each timed (wall) with its peak RSS (``o
    (also from a run stopped at the budget's end);
 5. ``llarapp train --data`` (``--epochs``; it embeds through the same cache, so after step 4
    its text features are cache reads), and the parts ``train_report.json`` times (text
-   features, stage A, the full stage, feature weights, the ranker's epochs; the rest: split,
-   refit on every playlist, saving, the reference profile), and the model's size on disk;
+   features, the fold stages, the full stage, feature weights, the ranker's epochs; the rest:
+   split, refit on every playlist, saving, the reference profile), and the model's size on
+   disk;
 6. ``llarapp serve --workers W``: time until ready, then requests of a title + ``seeds`` seed
    tracks (:func:`llarapp.benchmark.serving.build_requests`, the validation cases) at
    concurrency 1 and 8 through ``POST /v1/recommend`` (:func:`llarapp.serving.client.replay`),
@@ -79,7 +80,7 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("train_s", "train: wall", "s", "train"),
     ("train_rss", "train: peak RSS", "MiB", "train"),
     ("train_text_s", "train: text features", "s", "train"),
-    ("train_stage_a_s", "train: stage A (ALS, retrieval, ranker cases)", "s", "train"),
+    ("train_fold_stages_s", "train: fold stages (ALS, retrieval, ranker cases)", "s", "train"),
     ("train_stage_full_s", "train: full stage (ALS, valid cases)", "s", "train"),
     ("train_weights_s", "train: feature weights", "s", "train"),
     ("train_ranker_s", "train: ranker epochs", "s", "train"),
@@ -119,7 +120,7 @@ NEEDS = {
 #: ``train_report.json`` seconds -> metric.
 TRAIN_PARTS = {
     "text_features": "train_text_s",
-    "stage_a": "train_stage_a_s",
+    "fold_stages": "train_fold_stages_s",
     "stage_full": "train_stage_full_s",
     "feature_weights": "train_weights_s",
     "ranker": "train_ranker_s",

@@ -40,6 +40,7 @@ def format_tables(result: dict) -> str:
                 f"| {r['cold'].get('recall@500', 0.0):.4f} "
                 f"| {lk['cold'].get('recall@500', 0.0):.4f} |"
             )
+    lines += _seed_tables(models)
     for metric in ("ndcg", "r_precision"):
         cats = [c for c in CATEGORY_NAMES if any(c in r["categories"] for r in models.values())]
         lines += ["", f"{metric} per category", ""]
@@ -55,3 +56,24 @@ def format_tables(result: dict) -> str:
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in result["seconds"].items())
     lines += ["", f"seconds: {secs}"]
     return "\n".join(lines)
+
+
+def _seed_tables(models: dict) -> list[str]:
+    """NDCG of the cases with seeds, as they are and with every seed unknown to the catalogue
+    (``seeds`` of :func:`~llarapp.training.roster.fit_and_evaluate`), overall and per category."""
+    views = {n: r["seeds"] for n, r in models.items() if "seeds" in r}
+    if not views:
+        return []
+    cats = [c for c in CATEGORY_NAMES if any(c in v["known"]["categories"] for v in views.values())]
+    lines = ["", "ndcg of the cases with seeds: seeds known vs unknown to the catalogue", ""]
+    lines.append("| seeds | " + " | ".join(views) + " |")
+    lines.append("|---" * (len(views) + 1) + "|")
+    for group in ["overall", *cats]:
+        for view in ("known", "unknown"):
+            parts = [
+                v[view]["overall"] if group == "overall" else v[view]["categories"].get(group, {})
+                for v in views.values()
+            ]
+            cells = [f"{part.get('ndcg', float('nan')):.4f}" for part in parts]
+            lines.append(f"| {group}, {view} | " + " | ".join(cells) + " |")
+    return lines

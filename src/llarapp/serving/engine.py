@@ -21,7 +21,8 @@ Payload keys, by the step that adds them::
               exclude_idx  (E,) int64 catalogue indices never recommended (seeds + same-name)
     retrieve  candidates   (N,) int64 catalogue indices, best first by the retriever
               features     (N, F) float32 retriever features (llarapp.models.retriever.FEATURES)
-              rank_seed_idx (S',) int64 the last max_seeds known seeds (the ranker's tokens)
+              rank_seed_idx (S',) int64 the known seeds the ranker reads (with the last
+                           max_seeds - S' seed_text rows: at most max_seeds tokens)
     rank      -> the response: {"recommended_tracks": [{"track_uri", "track_name",
                  "artist_name", "score"}], "model_version": str}
 
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from llarapp.data.dataset import Case
-from llarapp.models.llarapp import Candidates, Query
+from llarapp.models.llarapp import Candidates, Query, rank_seed_text
 from llarapp.models.retriever import FEATURES
 from llarapp.serving.request import RecommendRequest, RequestError
 
@@ -359,9 +360,21 @@ class ServingEngine:
             )
         exclude = self._indices(payload, "exclude_idx", optional=True)
         seeds_all = self._indices(payload, "seed_idx", optional=True)
-        dim = (0, self.text_dim)
-        query = Query(title_vec, seeds_all, np.zeros(dim, np.float32), exclude_idx=exclude)
-        ranked = self.model.rank(Candidates(query, cands, feats, seed_idx), k, self.score)
+        seed_text = _as_array(payload, "seed_text", np.float32, 2, optional=True)
+        if seed_text is None or seed_text.size == 0:
+            seed_text = np.zeros((0, self.text_dim), np.float32)
+        elif seed_text.shape[1] != self.text_dim:
+            raise RequestError(
+                f"payload.seed_text: vectors of size {seed_text.shape[1]}; "
+                f"expected {self.text_dim}",
+                400,
+            )
+        unknown = rank_seed_text(seed_text, self.model.max_seeds)  # as retrieve() keeps them
+        n_known = self.model.max_seeds - len(unknown)  # (an older retriever sent more)
+        seed_idx = seed_idx[max(0, len(seed_idx) - n_known) :]
+        query = Query(title_vec, seeds_all, seed_text, exclude_idx=exclude)
+        cands = Candidates(query, cands, feats, seed_idx, rank_seed_text=unknown)
+        ranked = self.model.rank(cands, k, self.score)
         ranked, ranked_scores = ranked.indices, ranked.scores
         tracks = [
             {"track_uri": u, "track_name": n, "artist_name": a, "score": s}

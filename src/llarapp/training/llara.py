@@ -87,9 +87,12 @@ class LlaraTrainConfig:
     n_candidates: int = 800  # retriever output N
     ann_threshold: int = DEFAULT_ANN_THRESHOLD  # catalogues / title sets with more rows are
     # searched by an approximate index (llarapp.models.ann), saved beside the model
-    rank_share: float = 0.25  # training playlists held out of the first stage -> ranker cases
-    max_rank_playlists: int = 4000  # at most this many of them (their cases' retrieval is most
-    # of stage A's time at scale: 100 k playlists would otherwise give 105 k cases)
+    rank_share: float = 0.25  # one fold: training playlists held out of a stage -> ranker cases
+    rank_folds: int = 1  # folds giving ranker cases, each retrieved by a stage fitted without
+    # it (cross-fitting; rank_folds * rank_share <= 1): 4 x 0.25 draws cases from every playlist,
+    # at 4x the case retrieval and one more stage fit per fold
+    max_rank_playlists: int = 4000  # at most this many in all folds (their cases' retrieval is
+    # most of the fold stages' time at scale: 100 k playlists would otherwise give 600 k cases)
     cases_per_playlist: int = 6  # challenge-style cases drawn per held-out playlist
     max_seeds: int = 50  # the last seeds the ranker reads
     hard_negatives: int = 64  # top retrieved non-hidden candidates per case and step (and as
@@ -123,10 +126,15 @@ class LlaraTrainConfig:
             raise ValueError(f"rank_share={self.rank_share}: expected 0 < x < 1")
         for name in (
             "n_candidates", "max_seeds", "batch_size", "cases_per_playlist", "feedback_repeat",
-            "max_rank_playlists",
+            "max_rank_playlists", "rank_folds",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"LlaraTrainConfig.{name}={getattr(self, name)}: expected >= 1")
+        if self.rank_folds * self.rank_share > 1 + 1e-9:
+            raise ValueError(
+                f"rank_folds={self.rank_folds} x rank_share={self.rank_share} > 1: "
+                "the folds are disjoint shares of the training playlists"
+            )
         if self.epochs < 0:
             raise ValueError(f"LlaraTrainConfig.epochs={self.epochs}: expected >= 0")
         if self.lora_r < 0:
@@ -152,16 +160,18 @@ class RankCase:
     """One case, retrieved: ranker inputs as arrays plus labels."""
 
     title_vec: np.ndarray | None
-    seed_idx: np.ndarray  # (S,) catalogue indices, the last max_seeds seeds
+    seed_idx: np.ndarray  # (S,) catalogue indices of the known seeds the ranker reads
     candidates: np.ndarray  # (N,)
     features: np.ndarray  # (N, F)
     hidden: np.ndarray  # catalogue indices of hidden tracks
     queries: np.ndarray  # (2, f) seed / title query (zeros when absent)
     scales: np.ndarray  # (2,) feature scale of the seed / title scores (random negatives)
     query: Query  # what was retrieved for (the text-only ablation retrieves it again)
+    seed_text: np.ndarray | None  # (U, text_dim) unknown seeds the ranker reads (text-only)
     negatives: np.ndarray = field(  # catalogue indices a listener disliked here (feedback)
         default_factory=lambda: np.zeros(0, np.int64)
     )
+    fold: int = 0  # which of Prepared.fold_stages retrieved it (its indices are that stage's)
 
 
 def p_hybrid(curriculum: str, step: int, ramp_steps: float) -> float:
@@ -195,6 +205,7 @@ def make_rank_case(stage: Stage, q: Query, hidden: np.ndarray, max_seeds: int) -
         queries=queries,
         scales=scales,
         query=q,
+        seed_text=c.rank_seed_text,
     )
 
 
@@ -226,6 +237,7 @@ class RankerBatcher:
             [cands for cands, _ in picks],
             [feats for _, feats in picks],
             hybrid,
+            seed_texts=[rc.seed_text for rc in cases],
         )
         labels = np.zeros_like(inputs["cand_mask"])
         for i, (rc, (cands, _)) in enumerate(zip(cases, picks, strict=True)):
@@ -374,10 +386,11 @@ def ranker_cases_from_playlists(
     titles: list[str],
     title_vecs: np.ndarray,
     config: LlaraTrainConfig,
+    fold: int = 0,
 ) -> list[RankCase]:
     """Challenge-style cases from training playlists (ordered URIs, titles and their
-    vectors) that ``stage`` never fitted."""
-    rng = np.random.default_rng([config.seed, 11])
+    vectors) that ``stage`` never fitted (``fold``: which fold stage ``stage`` is)."""
+    rng = np.random.default_rng([config.seed, 11, fold])
     split_cfg = SplitConfig()
     cases = []
     for uris, title, title_vec in tqdm(
@@ -397,7 +410,9 @@ def ranker_cases_from_playlists(
             case = Case(title if cat.title else None, tuple(Track("", "", u) for u in seeds))
             q = encode(stage, case, lambda _, v=title_vec: v[None])  # the title is the one text
             hid = np.array([stage.catalog.index[u] for u in hidden], dtype=np.int64)
-            cases.append(make_rank_case(stage, q, hid, config.max_seeds))
+            rc = make_rank_case(stage, q, hid, config.max_seeds)
+            rc.fold = fold
+            cases.append(rc)
     return cases
 
 
@@ -405,7 +420,7 @@ def ranker_cases_from_playlists(
 class Prepared:
     """Everything ranker training needs; shared by the ablations of one benchmark run."""
 
-    stage_a: Stage  # fitted without the ranker-case playlists
+    fold_stages: list[Stage]  # fold k's stage was fitted without the playlists of fold k
     stage: Stage  # fitted on every training playlist (served)
     train_cases: list[RankCase]
     valid_cases: list[RankCase]
@@ -419,20 +434,23 @@ class Prepared:
         if not self.stage.fold_in:
             return self
         t = time.perf_counter()
-        stage_a, stage = self.stage_a.without_behavior(), self.stage.without_behavior()
+        folds = [st.without_behavior() for st in self.fold_stages]
+        stage = self.stage.without_behavior()
 
-        def again(st: Stage, cases: list[RankCase]) -> list[RankCase]:
-            return [make_rank_case(st, rc.query, rc.hidden, max_seeds) for rc in cases]
+        def again(st: Stage, rc: RankCase) -> RankCase:
+            return dataclasses.replace(
+                make_rank_case(st, rc.query, rc.hidden, max_seeds), fold=rc.fold
+            )
 
-        train_cases = again(stage_a, self.train_cases)
+        train_cases = [again(folds[rc.fold], rc) for rc in self.train_cases]
         weights, _ = tune_feature_weights(train_cases)
         seconds = {**self.seconds, "without_behavior": time.perf_counter() - t}
         return dataclasses.replace(
             self,
-            stage_a=stage_a,
+            fold_stages=folds,
             stage=stage,
             train_cases=train_cases,
-            valid_cases=again(stage, self.valid_cases),
+            valid_cases=[again(stage, rc) for rc in self.valid_cases],
             feature_weights=weights,
             seconds=seconds,
         )
@@ -466,7 +484,9 @@ def prepare_llara(
     inter = inter[inter["pid"].isin(train.pids)].sort_values(["pid", "pos"])
     ordered = inter.groupby("pid")["track_uri"].apply(list)  # training playlists only
     prepared = _prepare(train, catalog, title_vecs, ordered, valid, config, encoder, seconds)
-    feedback = feedback_cases(prepared.stage_a, data_dir, set(train.pids.tolist()), config, encoder)
+    feedback = feedback_cases(
+        prepared.fold_stages[0], data_dir, set(train.pids.tolist()), config, encoder
+    )
     prepared.train_cases += feedback * config.feedback_repeat
     prepared.feedback_cases = len(feedback)
     return prepared
@@ -568,31 +588,41 @@ def _prepare(
     encoder: TextEncoder,
     seconds: dict[str, float],
 ) -> Prepared:
-    """Both stages, the ranker's training cases (from ``ordered``, each playlist's track URIs
-    in order) and validation cases (``valid``; None: see :func:`prepare_trainset`)."""
-    t = time.perf_counter()
+    """The fold stages and the full stage, the ranker's training cases (from ``ordered``, each
+    playlist's track URIs in order) and validation cases (``valid``; None: see
+    :func:`prepare_trainset`).
+
+    Cross-fitting: ``rank_folds`` disjoint folds of the training playlists (each
+    ``rank_share`` of them, all folds together at most ``max_rank_playlists``); fold k's
+    cases are retrieved by a stage fitted on every other training playlist, so no case's
+    features come from its own playlist, and each fold stage is rotated into the full
+    stage's ALS basis, the one the ranker reads when serving."""
     rng = np.random.default_rng(config.seed)
     perm = rng.permutation(len(train.pids))
-    n_rank = min(int(len(perm) * config.rank_share), config.max_rank_playlists)
-    rank_rows, fit_rows = np.sort(perm[:n_rank]), np.sort(perm[n_rank:])
-    stage_a = build_stage(
-        subset(train, fit_rows),
-        catalog,
-        title_vecs[fit_rows],
-        config.als,
-        config.projector,
-        config.knn_alpha,
-        config.n_candidates,
-    )
-    build_indexes(stage_a, config.ann_threshold)  # cases retrieved as the server retrieves
-    rank_pids = train.pids[rank_rows]
-    rank_playlists = (
-        [ordered[p] for p in rank_pids],
-        [str_or_none(t) or "" for t in train.titles[rank_rows]],
-        title_vecs[rank_rows],
-    )
-    train_cases = ranker_cases_from_playlists(stage_a, *rank_playlists, config)
-    seconds["stage_a"] = time.perf_counter() - t
+    size = min(int(len(perm) * config.rank_share), config.max_rank_playlists // config.rank_folds)
+    folds = [np.sort(perm[k * size : (k + 1) * size]) for k in range(config.rank_folds)]
+    fold_stages, train_cases = [], []
+    t = time.perf_counter()
+    for k, rank_rows in enumerate(folds):
+        fit_rows = np.setdiff1d(np.arange(len(perm)), rank_rows)
+        stage_k = build_stage(
+            subset(train, fit_rows),
+            catalog,
+            title_vecs[fit_rows],
+            config.als,
+            config.projector,
+            config.knn_alpha,
+            config.n_candidates,
+        )
+        build_indexes(stage_k, config.ann_threshold)  # cases retrieved as the server retrieves
+        playlists = (
+            [ordered[p] for p in train.pids[rank_rows]],
+            [str_or_none(t) or "" for t in train.titles[rank_rows]],
+            title_vecs[rank_rows],
+        )
+        train_cases += ranker_cases_from_playlists(stage_k, *playlists, config, fold=k)
+        fold_stages.append(stage_k)
+    seconds["fold_stages"] = time.perf_counter() - t
 
     t = time.perf_counter()
     stage = build_stage(
@@ -606,7 +636,7 @@ def _prepare(
     )
     build_indexes(stage, config.ann_threshold)
     if valid is None:
-        valid_cases = ranker_cases_from_playlists(stage, *rank_playlists, config)
+        valid_cases = ranker_cases_from_playlists(stage, *playlists, config)  # the last fold's
     else:
         valid_cases = [
             make_rank_case(
@@ -617,20 +647,22 @@ def _prepare(
             )
             for ec in valid
         ]
-    rotation = align(stage_a, stage)  # the ranker must read one basis in training and serving
-    index = stage_a.retriever.behavior_index
-    stage_a.behavior = stage_a.behavior @ rotation
-    stage_a.retriever.behavior = stage_a.behavior  # which drops its index of the old vectors
-    stage_a.retriever.playlist_vectors = stage_a.retriever.playlist_vectors @ rotation
-    if index is not None:
-        stage_a.retriever.behavior_index = index.rotated(rotation)
-    for rc in train_cases:
-        rc.queries = rc.queries @ rotation
+    for k, stage_k in enumerate(fold_stages):  # the ranker reads one basis, training and serving
+        rotation = align(stage_k, stage)
+        index = stage_k.retriever.behavior_index
+        stage_k.behavior = stage_k.behavior @ rotation
+        stage_k.retriever.behavior = stage_k.behavior  # which drops its index of the old vectors
+        stage_k.retriever.playlist_vectors = stage_k.retriever.playlist_vectors @ rotation
+        if index is not None:
+            stage_k.retriever.behavior_index = index.rotated(rotation)
+        for rc in train_cases:
+            if rc.fold == k:
+                rc.queries = rc.queries @ rotation
     seconds["stage_full"] = time.perf_counter() - t
     t = time.perf_counter()
     weights, _ = tune_feature_weights(train_cases)
     seconds["feature_weights"] = time.perf_counter() - t
-    return Prepared(stage_a, stage, train_cases, valid_cases, weights, seconds)
+    return Prepared(fold_stages, stage, train_cases, valid_cases, weights, seconds)
 
 
 def train_llara(
@@ -804,7 +836,7 @@ def _fit_prepared(
     init = _previous_ranker(previous, prepared.stage) if previous is not None else None
     t = time.perf_counter()
     model, history = train_ranker(
-        prepared.stage_a,
+        prepared.fold_stages,
         prepared.stage,
         prepared.train_cases,
         prepared.valid_cases,
@@ -890,7 +922,7 @@ def _lora(model: LlaraForCandidateScoring, r: int):
 
 
 def train_ranker(
-    stage_a: Stage,
+    fold_stages: list[Stage],
     stage: Stage,
     train_cases: list[RankCase],
     valid_cases: list[RankCase],
@@ -913,7 +945,7 @@ def train_ranker(
         mode = "lora" if config.lora_r else "fine-tune"
         model, history = _fit_ranker(
             _lora(init, config.lora_r) if config.lora_r else init,
-            (stage_a, stage, train_cases, valid_cases),
+            (fold_stages, stage, train_cases, valid_cases),
             config,
             tracking_uri,
             device,
@@ -943,13 +975,31 @@ def train_ranker(
         model.feature_head.weight.copy_(torch.from_numpy(10.0 * weights)[None])
         model.feature_head.bias.zero_()
     return _fit_ranker(
-        model, (stage_a, stage, train_cases, valid_cases), config, tracking_uri, device, rng, "new"
+        model,
+        (fold_stages, stage, train_cases, valid_cases),
+        config,
+        tracking_uri,
+        device,
+        rng,
+        "new",
     )
+
+
+def _fold_batches(
+    folds: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[tuple[int, np.ndarray]]:
+    """One epoch's batches in a random order: (fold, case rows), each batch from one fold
+    (its cases' indices are that fold stage's), the cases shuffled within their fold."""
+    batches = []
+    for fold in np.unique(folds):
+        rows = rng.permutation(np.flatnonzero(folds == fold))
+        batches += [(int(fold), rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _fit_ranker(
     model,
-    data: tuple[Stage, Stage, list[RankCase], list[RankCase]],
+    data: tuple[list[Stage], Stage, list[RankCase], list[RankCase]],
     config: LlaraTrainConfig,
     tracking_uri: str | None,
     device: torch.device,
@@ -959,7 +1009,7 @@ def _fit_ranker(
     """The epoch loop of :func:`train_ranker`; ``mode``: new, fine-tune or lora (an MLflow tag)."""
     import mlflow
 
-    stage_a, stage, train_cases, valid_cases = data
+    fold_stages, stage, train_cases, valid_cases = data
 
     model.to(device)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -974,8 +1024,13 @@ def _fit_ranker(
     head_lr = config.feature_lr if mode == "new" else config.finetune_lr
     groups = [{"params": rest, "lr": lr}, {"params": head, "lr": head_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    train_batcher, valid_batcher = RankerBatcher(stage_a, config), RankerBatcher(stage, config)
-    steps_per_epoch = max(1, int(np.ceil(len(train_cases) / config.batch_size)))
+    train_batchers = [RankerBatcher(st, config) for st in fold_stages]
+    valid_batcher = RankerBatcher(stage, config)
+    folds = np.array([rc.fold for rc in train_cases])
+    steps_per_epoch = sum(
+        int(np.ceil(np.sum(folds == k) / config.batch_size)) for k in range(len(fold_stages))
+    )
+    steps_per_epoch = max(1, steps_per_epoch)
     total = max(1, config.epochs * steps_per_epoch)  # (no epoch: the starting point is kept)
     ramp = int(0.8 * total)  # the curriculum reaches all-hybrid tokens at 80 % of training
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, head_lr], total_steps=total)
@@ -998,15 +1053,13 @@ def _fit_ranker(
         for epoch in range(config.epochs):
             model.train()
             losses = []
-            order = rng.permutation(len(train_cases))
-            for start in tqdm(
-                range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False
+            for fold, rows in tqdm(
+                _fold_batches(folds, config.batch_size, rng), desc=f"epoch {epoch}", leave=False
             ):
                 hybrid = rng.random() < p_hybrid(config.curriculum, step, ramp)
-                chunk = [train_cases[i] for i in order[start : start + config.batch_size]]
-                batch = {
-                    k: v.to(device) for k, v in train_batcher.batch(chunk, hybrid, rng).items()
-                }
+                chunk = [train_cases[i] for i in rows]
+                tensors = train_batchers[fold].batch(chunk, hybrid, rng)
+                batch = {k: v.to(device) for k, v in tensors.items()}
                 with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
                     loss = model(**batch).loss
                 opt.zero_grad()

@@ -54,13 +54,20 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from llarapp.config import TuneConfig
-from llarapp.data.dataset import EvalCase, TrainSet, artist_lookup, load_cases, load_train
+from llarapp.data.dataset import (
+    EvalCase,
+    Track,
+    TrainSet,
+    artist_lookup,
+    load_cases,
+    load_train,
+)
 from llarapp.data.schema import INTERACTIONS_FILE
 from llarapp.data.split import FOLDS_FILE, subset_ingest
 from llarapp.evaluation.evaluate import evaluate
 from llarapp.models.base import Recommender
 from llarapp.models.baselines import ALS, ItemKNN, MostPopular, TitleKNN
-from llarapp.models.llarapp import LlaraPP
+from llarapp.models.llarapp import LlaraPP, encode
 from llarapp.text import TextEncoder
 from llarapp.training.behavior import tune_als, tune_item_knn, tune_title_knn
 
@@ -232,6 +239,26 @@ class _WithoutTracks:
         return self.model.track_uris[ranked.indices].tolist()
 
 
+class _UnknownSeeds:
+    """A LLaRA++ model asked about seeds its catalogue does not know: each seed is sent by
+    its text alone (no URI, no lookup by name), so retrieval reads its projected text and its
+    artist, and the ranker reads it as a text-only token (what the curriculum's text-only
+    batches teach). The seeds are still never recommended."""
+
+    def __init__(self, model) -> None:
+        self.model, self.name = model, model.name
+
+    def recommend(self, case, k: int = 500) -> list[str]:
+        m = self.model
+        unknown = tuple(Track(t.track_name, t.artist_name, None, t.album_name) for t in case.seeds)
+        q = encode(m.stage, dataclasses.replace(case, seeds=unknown), m.encoder.encode)
+        index = m.stage.catalog.index
+        seeds = [index[t.track_uri] for t in case.seeds if t.track_uri in index]
+        q = dataclasses.replace(q, exclude_idx=np.union1d(q.exclude_idx, seeds))
+        ranked = m.rank(m.retrieve(q), k)
+        return m.track_uris[ranked.indices].tolist()
+
+
 def distractor_only_tracks(data_dir: Path, split_dir: Path) -> set[str]:
     """Tracks that only distractor playlists hold (empty when the split set none aside)."""
     folds = pq.read_table(Path(split_dir) / FOLDS_FILE).to_pandas()
@@ -264,6 +291,7 @@ def fit_and_evaluate(
     k: int = 500,
     progress: bool = True,
     seconds: dict[str, float] | None = None,
+    unknown_seeds: bool = False,
 ) -> dict[str, dict]:
     """Fit (or load) each model in turn and score it on ``roster.cases``.
 
@@ -279,6 +307,9 @@ def fit_and_evaluate(
         progress: Show a progress bar while each model is scored.
         seconds: Receives ``fit:NAME`` (loading, for a saved model) and ``evaluate:NAME``
             wall times, rounded to 10 ms.
+        unknown_seeds: Also score each LLaRA++ model on the cases with seeds as they are
+            (``seeds.known``) and with every seed unknown to its catalogue (``seeds.unknown``,
+            :class:`_UnknownSeeds`): the cold-start path the curriculum is for.
 
     Returns:
         ``{name: evaluate(...)}`` in the order of ``names`` (see
@@ -308,6 +339,17 @@ def fit_and_evaluate(
                 progress=progress,
             )  # fmt: skip
             results[name]["leaky_catalogue"] = {g: leaky[g] for g in ("overall", "warm", "cold")}
+        if unknown_seeds and isinstance(model, LlaraPP):
+            with_seeds = [ec for ec in roster.cases if ec.case.seeds]
+            cold = evaluate(
+                _UnknownSeeds(model), with_seeds, artist_of=roster.artist_of, k=k,
+                progress=progress,
+            )  # fmt: skip
+            warm = evaluate(model, with_seeds, artist_of=roster.artist_of, k=k, progress=False)
+            results[name]["seeds"] = {
+                "known": {g: warm[g] for g in ("overall", "categories")},
+                "unknown": {g: cold[g] for g in ("overall", "categories")},
+            }
         log.info(
             "%s: fitted in %.1f s, scored in %.1f s, ndcg %.4f",
             name,

@@ -1,10 +1,10 @@
 """Fitting one retrieval stage: ALS + track projector + retriever over a catalogue of warm and
 cold tracks (the stage itself, as inference reads it, is :class:`llarapp.models.llarapp.Stage`).
 
-Training builds two: one fitted on part of the training playlists (its retrieved candidates
-for the *other* part become the ranker's training cases, so the ranker never sees features
-computed from the very playlist it is asked about), and one fitted on all training playlists
-(what is saved and served).
+Training builds a fold stage per ranker-case fold, each fitted on the training playlists
+outside its fold (its retrieved candidates for the fold's playlists become the ranker's
+training cases, so the ranker never sees features computed from the very playlist it is asked
+about), and one fitted on all training playlists (what is saved and served).
 """
 
 from __future__ import annotations

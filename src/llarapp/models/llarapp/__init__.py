@@ -9,7 +9,15 @@ these types) all run them. Training (:mod:`llarapp.training`) only fits.
 from llarapp.models.llarapp.catalog import NewTrack, TracksFileError, add_tracks, read_new_tracks
 from llarapp.models.llarapp.model import LlaraPP
 from llarapp.models.llarapp.stage import Catalog, Query, Stage, artist_key, title_parts
-from llarapp.models.llarapp.steps import Candidates, Embed, Ranked, encode, ranker_inputs, retrieve
+from llarapp.models.llarapp.steps import (
+    Candidates,
+    Embed,
+    Ranked,
+    encode,
+    rank_seed_text,
+    ranker_inputs,
+    retrieve,
+)
 
 __all__ = [
     "Candidates",
@@ -24,6 +32,7 @@ __all__ = [
     "add_tracks",
     "artist_key",
     "encode",
+    "rank_seed_text",
     "ranker_inputs",
     "read_new_tracks",
     "retrieve",

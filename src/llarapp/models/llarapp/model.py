@@ -260,6 +260,7 @@ class LlaraPP(Recommender):
             [c.features for c in cands],
             self.hybrid,
             cand_vectors=None if full else self.catalog_vectors,
+            seed_texts=[c.rank_seed_text for c in cands],
         )
 
     @torch.inference_mode()

@@ -29,9 +29,11 @@ class Candidates:
     query: Query  # what was retrieved for
     candidates: np.ndarray  # (N,) int64 catalogue indices, best first by the retriever
     features: np.ndarray  # (N, F) float32 retriever features (retriever.FEATURES)
-    rank_seed_idx: np.ndarray  # (S,) int64 the last max_seeds known seeds (the ranker's tokens)
+    rank_seed_idx: np.ndarray  # (S,) int64 the known seeds the ranker reads (hybrid tokens)
     seed_query: np.ndarray | None = None  # (f,) behavior-space seed query (training reads it)
     title_query: np.ndarray | None = None  # (f,) behavior-space title query (training reads it)
+    rank_seed_text: np.ndarray | None = None  # (U, text_dim) the unknown seeds it reads
+    # (text-only tokens, after the known ones; rank_seed_text() of the query); None: none
 
 
 @dataclass
@@ -89,17 +91,26 @@ def encode(
     )
 
 
+def rank_seed_text(extra_seed_text: np.ndarray, max_seeds: int) -> np.ndarray:
+    """The unknown seeds the ranker reads: the last ``max_seeds`` of them, as text-only
+    tokens (what LLaRA's curriculum teaches the ranker to read: text without behavior)."""
+    return extra_seed_text[max(0, len(extra_seed_text) - max_seeds) :]
+
+
 def retrieve(stage: Stage, query: Query, max_seeds: int) -> Candidates:
-    """Step 2: the stage's retriever over ``query``; the ranker reads the last ``max_seeds``
-    known seeds."""
+    """Step 2: the stage's retriever over ``query``; the ranker reads at most ``max_seeds``
+    seeds: the unknown ones (:func:`rank_seed_text`), then the last known ones."""
     retrieved, seed_q, title_q = stage.retrieve(query)
+    unknown = rank_seed_text(query.extra_seed_text, max_seeds)
+    n_known = max_seeds - len(unknown)
     return Candidates(
         query,
         retrieved.candidates,
         retrieved.features,
-        query.seed_idx[-max_seeds:],
+        query.seed_idx[max(0, len(query.seed_idx) - n_known) :],
         seed_q,
         title_q,
+        unknown if len(unknown) else None,
     )
 
 
@@ -112,6 +123,7 @@ def ranker_inputs(
     features: Sequence[np.ndarray],
     hybrid: bool,
     cand_vectors: np.ndarray | None = None,
+    seed_texts: Sequence[np.ndarray | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """The ranker's inputs for a batch of cases, right-padded (masks 0 on padding): the one
     place they are built, for training, the benchmark, the servers and the export.
@@ -129,19 +141,27 @@ def ranker_inputs(
             (:meth:`LlaraPP.catalog_vectors`): given, the candidates come as ``cand_vectors``
             (the serving graph's input) instead of their text / behavior / use flags
             (``forward``'s).
+        seed_texts: per case, the (U_i, text_dim) text vectors of seeds the catalogue lacks
+            (:attr:`Candidates.rank_seed_text`) or None: text-only tokens after the known
+            seeds, in hybrid batches too (they have no behavior vector).
 
     Returns:
         float32 arrays named as the ranker's inputs (``llarapp.models.llara.INPUT_NAMES``, or
         the serving graph's with ``cand_vectors``): ``(B, ...)``.
     """
     B = len(candidates)
-    S = max((len(s) for s in seed_idx), default=0)
+    unknown = [
+        np.zeros((0, text.shape[1]), np.float32) if u is None else u
+        for u in (seed_texts or [None] * B)
+    ]
+    S = max((len(s) + len(u) for s, u in zip(seed_idx, unknown, strict=True)), default=0)
     N = max((len(c) for c in candidates), default=0)
     F = features[0].shape[1] if B else 0
     title = np.zeros((B, text.shape[1]), np.float32)
     title_mask = np.zeros(B, np.float32)
     seeds = np.zeros((B, S), np.int64)  # padding gathers row 0, masked out
     seed_mask = np.zeros((B, S), np.float32)
+    seed_known = np.zeros((B, S), np.float32)
     cands = np.zeros((B, N), np.int64)
     cand_features = np.zeros((B, N, F), np.float32)
     cand_mask = np.zeros((B, N), np.float32)
@@ -149,16 +169,21 @@ def ranker_inputs(
         if title_vecs[i] is not None:
             title[i], title_mask[i] = title_vecs[i], 1.0
         s, n = len(seed_idx[i]), len(candidates[i])
-        seeds[i, :s], seed_mask[i, :s] = seed_idx[i], 1.0
+        seeds[i, :s], seed_known[i, :s] = seed_idx[i], 1.0
+        seed_mask[i, : s + len(unknown[i])] = 1.0
         cands[i, :n], cand_mask[i, :n] = candidates[i], 1.0
         cand_features[i, :n] = features[i]
     use = np.float32(1.0 if hybrid else 0.0)
+    seed_text = np.asarray(text[seeds], np.float32)
+    for i, u in enumerate(unknown):  # (their behavior rows are row 0's, never read: use 0)
+        s = len(seed_idx[i])
+        seed_text[i, s : s + len(u)] = u
     inputs = {
         "title_vec": title,
         "title_mask": title_mask,
-        "seed_text": np.asarray(text[seeds], np.float32),
+        "seed_text": seed_text,
         "seed_behavior": behavior[seeds],
-        "seed_use_behavior": seed_mask * use,
+        "seed_use_behavior": seed_known * use,
         "seed_mask": seed_mask,
     }
     if cand_vectors is None:
