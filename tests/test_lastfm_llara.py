@@ -215,11 +215,15 @@ def test_features_are_finite_and_cos_sum_matches_the_baseline(data_dir):
     np.testing.assert_allclose(scores, scale * expected, rtol=1e-4, atol=1e-6)
 
 
-def test_run_lastfm_includes_it(data_dir, monkeypatch):
+def test_run_lastfm_includes_it(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(run, "SCORERS", dict(SCORERS))
     run.SCORERS["llara++"] = lambda: LlaraLastFMScorer(_tiny(), encoder=_HashEncoder())
     result = run_lastfm(data_dir, "val", None, seeds=2, scorers=["llara++"])
     assert result["models"]["llara++"]["hr@1"] > 0.5
+    assert result["mpd"] is None and "mpd_artists" not in result["models"]["llara++"]
+    mpd = _write_mpd(tmp_path / "mpd", [["Artist 1", "artist 2"], ["Artist 2", "Nobody"]])
+    result = run_lastfm(data_dir, "val", None, seeds=1, scorers=["llara++"], mpd=mpd)
+    assert result["mpd"] == str(mpd) and result["models"]["llara++"]["mpd_artists"] == 2
 
 
 def _write_mpd(folder, playlists: list[list[str]]):
