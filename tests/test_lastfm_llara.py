@@ -152,7 +152,8 @@ def test_minilm_backbone_trains_lora_adapters_only(data_dir):
     from llarapp.text import model_path
 
     assert "llara++/minilm" in SCORERS
-    assert SCORERS["llara++/minilm"]().config.backbone == "minilm"
+    minilm = SCORERS["llara++/minilm"]().config
+    assert minilm.backbone == "minilm" and minilm.ensemble == 1
     data = load_lastfm(data_dir)
     scorer = LlaraLastFMScorer(
         _tiny(backbone="minilm", num_hidden_layers=1, feature_epochs=1, epochs=1, patience=1),
