@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zlib
 
 import numpy as np
@@ -17,8 +18,10 @@ from llarapp.benchmark.lastfm.data import (
 )
 from llarapp.benchmark.lastfm.llara import (
     FEATURES,
+    MPD_FEATURES,
     LlaraLastFMConfig,
     LlaraLastFMScorer,
+    mpd_artist_cosine,
     sample_candidates,
     sequence_examples,
 )
@@ -81,6 +84,7 @@ def _tiny(**overrides) -> LlaraLastFMConfig:
         epochs=2,
         batch_size=32,
         seed=3,
+        ensemble=1,
         text_cache_dir=None,
     )
     config.update(overrides)
@@ -124,9 +128,13 @@ def test_ablations_run(data_dir):
     for config in (
         _tiny(use_transformer=False, features=("cos_sum", "log_pop")),
         _tiny(curriculum=False, behavior="als", text_only_eval=True, epochs=1),
+        _tiny(cross_fit=False, folds=3, tail_positions=None, n_negatives=9),
+        _tiny(ensemble=2, tail_positions=3, epochs=1),
     ):
         scorer = LlaraLastFMScorer(config, encoder=_HashEncoder())
         scorer.fit(data)
+        assert len(scorer.rankers) == config.ensemble
+        assert {h["ranker"] for h in scorer.history} == set(range(config.ensemble))
         scores, cands, targets = _eval(scorer, data)
         assert np.isfinite(scores).all()
         assert hit_ratio_at_1(scores, cands, targets) > 0.15
@@ -144,7 +152,8 @@ def test_minilm_backbone_trains_lora_adapters_only(data_dir):
     from llarapp.text import model_path
 
     assert "llara++/minilm" in SCORERS
-    assert SCORERS["llara++/minilm"]().config.backbone == "minilm"
+    minilm = SCORERS["llara++/minilm"]().config
+    assert minilm.backbone == "minilm" and minilm.ensemble == 1
     data = load_lastfm(data_dir)
     scorer = LlaraLastFMScorer(
         _tiny(backbone="minilm", num_hidden_layers=1, feature_epochs=1, epochs=1, patience=1),
@@ -171,6 +180,9 @@ def test_examples_and_negatives_follow_the_protocol(data_dir):
     seqs = user_sequences(data.train)
     hist, lengths, targets = sequence_examples(seqs, PAD)
     assert len(hist) == sum(len(s) - 3 for s in seqs)
+    tail, _, tail_targets = sequence_examples(seqs, PAD, tail=2)
+    assert len(tail) == sum(min(2, len(s) - 3) for s in seqs)
+    assert tail_targets[1::2].tolist() == [s[-1] for s in seqs]  # every user has >= 5 items
     assert lengths.min() == 3 and lengths.max() == WIDTH
     assert ((hist == PAD).sum(axis=1) == WIDTH - lengths).all()
     cands = sample_candidates(hist, targets, N_ITEMS, np.random.default_rng(0))
@@ -204,8 +216,49 @@ def test_features_are_finite_and_cos_sum_matches_the_baseline(data_dir):
     np.testing.assert_allclose(scores, scale * expected, rtol=1e-4, atol=1e-6)
 
 
-def test_run_lastfm_includes_it(data_dir, monkeypatch):
+def test_run_lastfm_includes_it(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(run, "SCORERS", dict(SCORERS))
     run.SCORERS["llara++"] = lambda: LlaraLastFMScorer(_tiny(), encoder=_HashEncoder())
     result = run_lastfm(data_dir, "val", None, seeds=2, scorers=["llara++"])
     assert result["models"]["llara++"]["hr@1"] > 0.5
+    assert result["mpd"] is None and "mpd_artists" not in result["models"]["llara++"]
+    mpd = _write_mpd(tmp_path / "mpd", [["Artist 1", "artist 2"], ["Artist 2", "Nobody"]])
+    result = run_lastfm(data_dir, "val", None, seeds=1, scorers=["llara++"], mpd=mpd)
+    assert result["mpd"] == str(mpd) and result["models"]["llara++"]["mpd_artists"] == 2
+
+
+def _write_mpd(folder, playlists: list[list[str]]):
+    folder.mkdir()
+    doc = {
+        "info": {},
+        "playlists": [
+            {"pid": i, "name": f"p{i}", "tracks": [{"artist_name": a} for a in artists]}
+            for i, artists in enumerate(playlists)
+        ],
+    }
+    (folder / "mpd.slice.0-999.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_mpd_cooccurrence_matches_names_case_folded(tmp_path):
+    names = {0: "Air", 1: "Björk", 2: "Loscil", 3: "Unheard"}
+    folder = _write_mpd(tmp_path / "mpd", [["air", "BJÖRK", "Björk"], ["Air", "Loscil"], ["x"]])
+    table, covered = mpd_artist_cosine(folder, names)
+    assert covered == 3 and table.shape == (5, 4)
+    np.testing.assert_allclose(table[0, 1], 1 / np.sqrt(2 * 1))  # Air: 2 playlists, Björk: 1
+    np.testing.assert_allclose(table[:4], table[:4].T)
+    assert table[1, 2] == 0 and not table[3].any() and not table[4].any()
+    assert not np.diag(table[:4]).any()
+
+
+def test_mpd_features_join_the_ranker(data_dir, tmp_path):
+    data = load_lastfm(data_dir)
+    ring = [[f"Artist {(i + d) % N_ITEMS}" for d in range(4)] for i in range(0, N_ITEMS, 2)]
+    scorer = LlaraLastFMScorer(
+        _tiny(mpd=_write_mpd(tmp_path / "mpd", ring), epochs=1), encoder=_HashEncoder()
+    )
+    scorer.fit(data)
+    assert scorer.mpd_artists == N_ITEMS
+    assert scorer.model.config.n_features == len(FEATURES) + len(MPD_FEATURES)
+    scores, cands, targets = _eval(scorer, data)
+    assert np.isfinite(scores).all() and hit_ratio_at_1(scores, cands, targets) > 0.5

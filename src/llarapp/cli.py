@@ -274,7 +274,9 @@ def cmd_lastfm(args: argparse.Namespace) -> None:
     from llarapp.benchmark.lastfm.run import format_table, run_lastfm
 
     models = args.models.split(",") if args.models else None
-    result = run_lastfm(args.data, args.split, args.out, seeds=args.seeds, scorers=models)
+    result = run_lastfm(
+        args.data, args.split, args.out, seeds=args.seeds, scorers=models, mpd=args.mpd
+    )
     print(format_table(result))
     print(f"\nJSON: {args.out}")
 
@@ -856,6 +858,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON result file")
     p.add_argument("--seeds", type=_positive, default=5, help="candidate draws to average")
     p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--mpd",
+        default=None,
+        help="MPD playlists (folder of mpd.slice.*.json): artist co-occurrence features for "
+        "llara++",
+    )
     p.set_defaults(fn=cmd_lastfm)
 
     p = bench.add_parser(

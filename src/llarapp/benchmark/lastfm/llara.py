@@ -10,40 +10,53 @@ array of candidate ids, and returns float64 scores of that shape, higher is bett
 
 Design (LLaRA, Liao et al. SIGIR 2024, adapted to a compact ranker over sequences):
 
-1. *Behavior statistics.* The training users are split, seeded, into A (``1 - b_fraction``) and
-   B. Fitted on A only (:class:`BehaviorStats`): item-item co-occurrence cosine (as the
-   ``cooccurrence_cosine`` scorer), transition counts ``h -> c`` (``c`` within the next
-   ``window`` and ``long_window`` positions after ``h``, cosine-normalised), implicit ALS item
-   factors (scored by an exact fold-in of the history) and log popularity.
-2. *Ranker examples.* Each position ``t >= 3`` of a B user's sequence is an example: the up-to-10
-   previous items are the history, item ``t`` the target, and 19 negatives are drawn uniformly
-   from the items outside the history and the target (the evaluation's draw), afresh every
-   epoch. Examples are weighted ``n_user ** -user_weight_power`` (the evaluation has one row
-   per user; long users would otherwise dominate). Each candidate gets scalar features
+1. *Behavior statistics, cross-fitted.* The training users are split, seeded, into ``folds``
+   folds; fold ``k``'s statistics (:class:`BehaviorStats`) are fitted on the users of the other
+   folds: item-item co-occurrence cosine (as the ``cooccurrence_cosine`` scorer), transition
+   counts ``h -> c`` (``c`` within the next ``window`` and ``long_window`` positions after
+   ``h``, cosine-normalised), implicit ALS item factors (scored by an exact fold-in of the
+   history), log popularity, and where items sit in the sequences (the share of an item's
+   occurrences that end a sequence, its mean relative position). So every training user yields
+   ranker examples whose features come from statistics that never saw that user
+   (``cross_fit=False`` keeps one fold's users as examples: the earlier A/B split).
+2. *Ranker examples.* The last ``tail_positions`` positions ``t >= 3`` of each user's sequence
+   (all of them when None) are examples: the up-to-10 previous items are the history, item
+   ``t`` the target, and ``n_negatives`` negatives are drawn uniformly from the items outside
+   the history and the target (the evaluation's draw), afresh every epoch. The protocol's
+   target is a user's *last* item, which differs from the middle of a sequence: measured on
+   held-out training users, a last item is rarer (median 4 users against 13) and usually one
+   that ends sequences, so the last positions are the examples that match it. Examples are
+   weighted ``n_user ** -user_weight_power``. Each candidate gets scalar features
    (:data:`FEATURES`): co-occurrence cosine with the history (sum, last item, max, share of
    co-occurring history items), transitions (sum, last item; both windows), ALS fold-in score,
    MiniLM text similarity of the artist names (mean history vector, max), log popularity and its
-   gap to the last / mean history item; each standardised with its mean / std over the training
-   examples (``cos_sum`` only scaled).
+   gap to the last / mean history item, the end statistics (and the relative-position gap to
+   the last history item), and, with ``mpd``, the artists' co-occurrence in MPD playlists
+   (:data:`MPD_FEATURES`, :func:`mpd_artist_cosine`); each standardised with its mean / std
+   over the training examples (``cos_sum`` only scaled).
 3. *Ranker.* :class:`~llarapp.models.llara.LlaraForCandidateScoring` reads a masked title
    token, one hybrid item token per history item (MiniLM name vector ⊕ behavior vector) and its
    QUERY token; candidates are hybrid item tokens plus the features. An item's behavior vector is
    its ALS factors ⊕ a rank-``transition_factors`` SVD embedding of the long-window transition
-   matrix (out ⊕ in halves), rotated by orthogonal Procrustes into the basis of the A fit, so
-   vectors refitted on other users keep the meaning the ranker learned. ``feature_head`` starts
+   matrix (out ⊕ in halves), rotated by orthogonal Procrustes into the basis of fold 0's fit, so
+   vectors fitted on other users keep the meaning the ranker learned. ``feature_head`` starts
    as the co-occurrence-cosine score alone (its temperature fitted by a line search) and the
    candidate MLP's output layer at zero, so the ranker starts exactly at that baseline. Phase 1
    trains the feature head alone (``feature_epochs``); phase 2 trains the whole model with
    LLaRA's curriculum: each batch uses hybrid tokens with probability rising linearly from 0 to
    1 over the first ``curriculum_epochs`` epochs, text-only tokens otherwise. Listwise softmax
-   loss, AdamW, the state with the best (weighted) HR@1 on a held-out slice of the B users is
-   kept; evaluation rows are never used.
-4. *Scoring.* The statistics are refitted on all training users (A and B); the trained ranker
-   scores with hybrid tokens.
+   loss, AdamW; the state with the best HR@1 on the *last* position of a held-out slice
+   (``holdout_fraction``) of the example users is kept; evaluation rows are never used.
+4. *Ensemble.* ``ensemble`` rankers are trained as above with seeds ``seed, seed + 1, ...``
+   (each its own folds, held-out users, negatives and initialisation); with so few examples
+   per user a single ranker's held-out choice is noisy, and the sum of their scores is steadier.
+5. *Scoring.* The statistics are refitted on all training users; each ranker scores with hybrid
+   tokens (the refitted behavior vectors rotated into its basis) and the scores are summed.
 
 Caveat (measured on training users only): in this data every user's sequence follows one global
 item order (each item pair seen in several users comes in the same order in all of them), so the
-transition features, which read that order, carry most of the gain on held-out training users.
+transition and end features, which read that order, carry most of the gain on held-out training
+users.
 
 Everything is seeded (``seed``); torch's global RNG state and thread count are left as they were.
 """
@@ -90,7 +103,13 @@ FEATURES = (
     "pop_absgap_last",
     "pop_gap_mean",
     "pop_absgap_mean",
+    "last_rate",
+    "rel_pos",
+    "rel_pos_gap_last",
 )
+#: Candidate features from MPD playlists (:func:`mpd_artist_cosine`), appended to the configured
+#: ones when :attr:`LlaraLastFMConfig.mpd` is set.
+MPD_FEATURES = ("mpd_sum", "mpd_max", "mpd_last")
 #: The feature the ranker starts from (the ``cooccurrence_cosine`` baseline's score).
 BASE_FEATURE = FEATURES.index("cos_sum")
 MIN_HISTORY = 3
@@ -107,8 +126,16 @@ class LlaraLastFMConfig:
     """Settings of :class:`LlaraLastFMScorer` (defaults chosen on held-out training users).
 
     Attributes:
-        b_fraction: Share of the training users whose positions become ranker examples (B).
-        holdout_fraction: Share of the B users held out to select the epoch.
+        folds: Folds of the training users; each fold's examples get features from
+            statistics fitted on the other folds (cross-fitting).
+        cross_fit: True: every fold's users give examples. False: only one fold's (a
+            ``1 / folds`` share, the A/B split of earlier builds).
+        tail_positions: Examples are the last this many positions of each sequence (None:
+            every position ``t >= 3``).
+        n_negatives: Uniform negatives per training example (the evaluation has 19).
+        ensemble: Rankers trained with seeds ``seed, seed + 1, ...``; their scores are summed.
+        holdout_fraction: Share of the example users held out to select the epoch (on their
+            last position, as the evaluation).
         max_history: History items read (the data's window is 10).
         window: Short transition window: ``h -> c`` counts when ``c`` follows ``h`` within this
             many positions.
@@ -123,8 +150,8 @@ class LlaraLastFMConfig:
         features: Names of the features fed to the ranker (a subset of :data:`FEATURES` that
             holds ``cos_sum``).
         use_transformer: False keeps only phase 1, the feature head (an ablation).
-        user_weight_power: Example weight ``n_user ** -power`` (0: positions equal, 1: users
-            equal), in the loss and the held-out HR@1.
+        user_weight_power: Example weight ``n_user ** -power`` in the loss (0: positions
+            equal, 1: users equal).
         curriculum: True ramps the hybrid-token probability 0 -> 1; False always uses hybrid
             tokens.
         curriculum_epochs: Length of the ramp, in epochs of phase 2.
@@ -148,13 +175,20 @@ class LlaraLastFMConfig:
         lr: Phase-2 AdamW learning rate.
         head_lr_scale: Phase-2 learning rate of the feature head, relative to ``lr``.
         weight_decay: Phase-2 AdamW weight decay (not on the feature head).
-        seed: Seed of the user split, negatives, ALS, SVD and torch.
+        seed: Seed of the folds, held-out users, negatives, ALS, SVD and torch (the first
+            ranker's; ranker ``m`` uses ``seed + m``).
         threads: Torch intra-op threads while fitting / scoring (None: leave as is).
         text_cache_dir: Cache folder of the MiniLM vectors; ``"default"`` is the project's
             cache (``llarapp.text.default_cache_dir()``), None disables it.
+        mpd: MPD playlists (a folder of ``mpd.slice.*.json`` files, a file or a glob) whose
+            artist co-occurrence gives the :data:`MPD_FEATURES`; None leaves them out.
     """
 
-    b_fraction: float = 0.25
+    folds: int = 4
+    cross_fit: bool = True
+    tail_positions: int | None = 3
+    n_negatives: int = 19
+    ensemble: int = 5
     holdout_fraction: float = 0.2
     max_history: int = 10
     window: int = 3
@@ -190,6 +224,7 @@ class LlaraLastFMConfig:
     seed: int = 0
     threads: int | None = 1
     text_cache_dir: str | Path | None = "default"
+    mpd: str | Path | None = None
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -231,6 +266,7 @@ class BehaviorStats:
         self.trans_long = _transitions(seqs, n, config.long_window, inv)
 
         self.log_pop = np.log1p(users) - np.log(max(len(seqs), 1))
+        self.last_rate, self.rel_pos = _end_statistics(seqs, n)
         self.text = np.vstack([text, np.zeros((1, text.shape[1]), dtype=np.float32)])
         self.item_factors = self._als(X, config, seed)
         f = self.item_factors.shape[1]
@@ -312,6 +348,9 @@ class BehaviorStats:
             "pop_absgap_last": np.abs(gap_last),
             "pop_gap_mean": gap_mean,
             "pop_absgap_mean": np.abs(gap_mean),
+            "last_rate": self.last_rate[cands],
+            "rel_pos": self.rel_pos[cands],
+            "rel_pos_gap_last": self.rel_pos[cands] - self.rel_pos[last][:, None],
         }
         out = np.empty((m, cands.shape[1], len(FEATURES)), dtype=np.float32)
         for j, name in enumerate(FEATURES):
@@ -336,6 +375,78 @@ def _transitions(seqs: Sequence[Sequence[int]], n: int, window: int, inv: np.nda
     return out
 
 
+def mpd_artist_cosine(source: str | Path, names: dict[int, str]) -> tuple[np.ndarray, int]:
+    """Artist-artist cosine co-occurrence in MPD playlists, on the LastFM artists.
+
+    An MPD track's ``artist_name`` is matched to a LastFM artist by its case-folded, stripped
+    name; a playlist counts once per artist it holds. Returns the dense ``(n + 1, n)`` float32
+    table ``playlists(a, b) / sqrt(playlists(a) playlists(b))`` (zero diagonal, padding row
+    zero; ``n = len(names)``) and the number of LastFM artists found in at least one playlist.
+    """
+    import json
+
+    from llarapp.data.ingest import iter_sources
+
+    n = len(names)
+    ids: dict[str, int] = {}
+    for item in sorted(names):
+        ids.setdefault(names[item].casefold().strip(), item)
+    rows, cols = [], []
+    n_playlists = 0
+    for path in iter_sources(str(source)):
+        for playlist in json.loads(Path(path).read_text(encoding="utf-8"))["playlists"]:
+            found = {
+                ids.get(t.get("artist_name", "").casefold().strip()) for t in playlist["tracks"]
+            }
+            found.discard(None)
+            rows.extend([n_playlists] * len(found))
+            cols.extend(sorted(found))
+            n_playlists += 1
+    X = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_playlists, n)
+    )
+    counts = np.asarray(X.sum(axis=0)).ravel()
+    inv = (1.0 / np.sqrt(np.maximum(counts, 1.0))).astype(np.float32)
+    table = np.zeros((n + 1, n), dtype=np.float32)
+    table[:n] = (X.T @ X).toarray() * inv[:, None] * inv[None, :]
+    np.fill_diagonal(table[:n], 0.0)
+    return table, int((counts > 0).sum())
+
+
+def mpd_features(
+    table: np.ndarray, hist: np.ndarray, lengths: np.ndarray, cands: np.ndarray
+) -> np.ndarray:
+    """``(m, N, 3)`` float32 :data:`MPD_FEATURES` of the candidates: the MPD cosine with the
+    history items summed, its maximum, and with the last history item."""
+    last = hist[np.arange(len(hist)), lengths - 1]
+    cos = table[hist[:, :, None], cands[:, None, :]]  # (m, L, N); the padding row is zero
+    return np.stack([cos.sum(axis=1), cos.max(axis=1), table[last[:, None], cands]], axis=-1)
+
+
+def _end_statistics(seqs: Sequence[Sequence[int]], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where items sit in the sequences: ``(last_rate, rel_pos)``, both ``(n,)``.
+
+    ``last_rate`` is the log share of an item's occurrences that end a user's sequence, smoothed
+    with one pseudo-occurrence at the overall share (an unseen item gets the overall share);
+    ``rel_pos`` is the mean relative position ``t / (len - 1)`` of its occurrences, smoothed with
+    one pseudo-occurrence at 0.5. The protocol's target is a user's last item, and the sequences
+    follow one global order, so items that end sequences (late in that order) are likelier."""
+    occurrences = np.zeros(n)
+    ends = np.zeros(n)
+    positions = np.zeros(n)
+    for s in seqs:
+        s = np.asarray(s, dtype=np.int64)
+        if len(s) == 0:
+            continue
+        np.add.at(occurrences, s, 1.0)
+        np.add.at(positions, s, np.arange(len(s)) / max(len(s) - 1, 1))
+        ends[s[-1]] += 1.0
+    prior = ends.sum() / max(occurrences.sum(), 1.0)
+    last_rate = np.log((ends + prior) / (occurrences + 1.0))
+    rel_pos = (positions + 0.5) / (occurrences + 1.0)
+    return last_rate.astype(np.float32), rel_pos.astype(np.float32)
+
+
 def _svd_embeddings(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
     """``[U sqrt(S), V sqrt(S)]`` of the rank-``k`` SVD of ``matrix``: ``(n, 2k)`` item vectors
     whose out-half · in-half approximates ``matrix`` (where an item leads to / comes from)."""
@@ -352,9 +463,10 @@ def _svd_embeddings(matrix: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def sequence_examples(
-    seqs: Sequence[Sequence[int]], pad_id: int, max_history: int = 10
+    seqs: Sequence[Sequence[int]], pad_id: int, max_history: int = 10, tail: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every position ``t >= 3`` of each sequence as an example.
+    """Every position ``t >= 3`` of each sequence as an example (with ``tail``, only the last
+    ``tail`` positions of each sequence).
 
     Returns:
         ``(hist, lengths, targets)``: ``(m, max_history)`` right-padded histories (the up-to
@@ -362,7 +474,7 @@ def sequence_examples(
     """
     hist, lengths, targets = [], [], []
     for s in seqs:
-        for t in range(MIN_HISTORY, len(s)):
+        for t in range(_first_position(len(s), tail), len(s)):
             h = list(s[max(0, t - max_history) : t])
             hist.append(h + [pad_id] * (max_history - len(h)))
             lengths.append(len(h))
@@ -374,13 +486,67 @@ def sequence_examples(
     )
 
 
-def example_weights(seqs: Sequence[Sequence[int]], power: float) -> np.ndarray:
-    """Weight of each :func:`sequence_examples` example: ``n_user ** -power`` (``n_user`` = the
-    user's examples), scaled to mean 1. ``power`` 0 weighs positions equally, 1 weighs users
-    equally (the evaluation's one row per user)."""
-    counts = [len(s) - MIN_HISTORY for s in seqs if len(s) > MIN_HISTORY]
+def example_weights(
+    seqs: Sequence[Sequence[int]], power: float, tail: int | None = None
+) -> np.ndarray:
+    """Weight of each :func:`sequence_examples` example (same ``tail``): ``n_user ** -power``
+    (``n_user`` = the user's examples), scaled to mean 1. ``power`` 0 weighs positions equally,
+    1 weighs users equally (the evaluation's one row per user)."""
+    counts = [len(s) - _first_position(len(s), tail) for s in seqs if len(s) > MIN_HISTORY]
     w = np.concatenate([np.full(n, float(n) ** -power) for n in counts] or [np.zeros(0)])
     return w / max(float(w.mean()), 1e-12) if len(w) else w
+
+
+def _first_position(length: int, tail: int | None) -> int:
+    """First example position of a sequence of ``length`` items (see :func:`sequence_examples`)."""
+    return MIN_HISTORY if tail is None else max(MIN_HISTORY, length - tail)
+
+
+@dataclass
+class _Ranker:
+    """One trained ranker of the ensemble: its model, feature scaling, the basis its behavior
+    vectors were learnt in (``reference``), the behavior vectors of the full statistics rotated
+    into it (set after the full refit), its training log and best held-out HR@1."""
+
+    model: object
+    mean: np.ndarray
+    std: np.ndarray
+    reference: np.ndarray
+    history: list[dict]
+    holdout_hr1: float
+    behavior: np.ndarray | None = None
+
+
+@dataclass
+class _Examples:
+    """Ranker examples of several folds: ``fold[i]`` names the statistics example ``i``'s
+    features come from (the fit that did not see its user)."""
+
+    hist: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    fold: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        groups: Sequence[Sequence[Sequence[int]]],
+        pad_id: int,
+        max_history: int,
+        tail: int | None,
+        power: float,
+    ) -> _Examples:
+        """Examples of ``groups[k]`` (the sequences of fold ``k``'s users), fold by fold."""
+        parts = []
+        for k, seqs in enumerate(groups):
+            hist, lengths, targets = sequence_examples(seqs, pad_id, max_history, tail)
+            weights = example_weights(seqs, power, tail)
+            parts.append((hist, lengths, targets, weights, np.full(len(hist), k, dtype=np.int64)))
+        return cls(*(np.concatenate(column) for column in zip(*parts, strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.hist)
 
 
 def sample_candidates(
@@ -431,17 +597,19 @@ class LlaraLastFMScorer:
     ) -> None:
         self.config = config or LlaraLastFMConfig()
         self.encoder = encoder
-        self.model = None
+        self.rankers: list[_Ranker] = []
+        self.model = None  # the first ranker's model
         self.stats: BehaviorStats | None = None
         self.history: list[dict] = []
         self.best_holdout_hr1: float | None = None
         self._best: tuple[float, dict] = (float("-inf"), {})
         self.seconds: dict[str, float] = {}
+        # feature scaling of the ranker being trained or scored
         self._mean: np.ndarray | None = None
         self._std: np.ndarray | None = None
-        self._rotation: np.ndarray | None = None
-        self._reference: np.ndarray | None = None
         self._cols = [FEATURES.index(f) for f in self.config.features]
+        self._mpd: np.ndarray | None = None
+        self.mpd_artists: int | None = None
         if "cos_sum" not in self.config.features:
             raise ValueError("config.features must hold 'cos_sum' (the ranker's starting score)")
         if self.config.backbone not in ("decoder", "minilm"):
@@ -466,14 +634,25 @@ class LlaraLastFMScorer:
         vectors = encoder.encode([data.names[i] for i in range(data.n_items)])
         return np.asarray(vectors, dtype=np.float32)
 
-    def _behavior(self, stats: BehaviorStats) -> np.ndarray:
-        """``(n_items + 1, f)`` behavior vectors in the reference basis (zero padding row)."""
+    @staticmethod
+    def _behavior(stats: BehaviorStats, reference: np.ndarray) -> np.ndarray:
+        """``(n_items + 1, f)`` behavior vectors in the ``reference`` basis (zero padding row)."""
         factors = stats.behavior
-        rotation = procrustes(factors.astype(np.float64), self._reference.astype(np.float64))
+        rotation = procrustes(factors.astype(np.float64), reference.astype(np.float64))
         out = np.zeros((stats.n_items + 1, factors.shape[1]), dtype=np.float32)
         out[:-1] = factors @ rotation
         out[:-1] /= max(float(np.sqrt((out[:-1] ** 2).sum(axis=1).mean())), 1e-6)
         return out
+
+    def _raw_features(
+        self, stats: BehaviorStats, hist: np.ndarray, lengths: np.ndarray, cands: np.ndarray
+    ) -> np.ndarray:
+        """``(m, N, n_features)`` float32: the configured features, then the MPD ones (if any)."""
+        feats = stats.features(hist, lengths, cands)[..., self._cols]
+        if self._mpd is None:
+            return feats
+        mpd = mpd_features(self._mpd, hist, lengths, cands)
+        return np.concatenate([feats, mpd.astype(np.float32)], axis=-1)
 
     def _features(
         self, stats: BehaviorStats, hist: np.ndarray, lengths: np.ndarray, cands: np.ndarray
@@ -481,8 +660,7 @@ class LlaraLastFMScorer:
         """Standardised ``(m, N, n_features)`` float32 tensor of the configured features."""
         import torch
 
-        feats = stats.features(hist, lengths, cands)[..., self._cols]
-        feats = (feats - self._mean) / self._std
+        feats = (self._raw_features(stats, hist, lengths, cands) - self._mean) / self._std
         return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
 
     def _inputs(
@@ -542,7 +720,7 @@ class LlaraLastFMScorer:
             behavior_dim=behavior_dim,
             num_hidden_layers=c.num_hidden_layers,
             max_position_embeddings=c.max_history + 2,
-            n_features=len(self._cols),
+            n_features=len(self._cols) + (len(MPD_FEATURES) if self._mpd is not None else 0),
             hidden_dropout=c.dropout,
             **sizes,
         )
@@ -579,64 +757,137 @@ class LlaraLastFMScorer:
                 out[sl] = s.double().numpy()
         return out
 
+    def _fold_scores(
+        self, model, fits: list, ex: _Examples, cands: np.ndarray, full: bool
+    ) -> np.ndarray:
+        """Scores ``(len(ex), N)`` of examples, each with its own fold's statistics."""
+        out = np.empty(cands.shape, dtype=np.float64)
+        for k, (stats, behavior) in enumerate(fits):
+            sel = np.flatnonzero(ex.fold == k)
+            if len(sel):
+                out[sel] = self._scores(
+                    model, stats, behavior, ex.hist[sel], ex.lengths[sel], cands[sel], full=full
+                )
+        return out
+
+    def _batch_scores(
+        self,
+        model,
+        fits: list,
+        ex: _Examples,
+        idx: np.ndarray,
+        cands: np.ndarray,
+        hybrid: float,
+        full: bool,
+    ):
+        """Training scores ``(len(idx), N)`` (a tensor with gradients) of examples ``idx`` sorted
+        by fold, which the caller's targets and weights must follow."""
+        import torch
+
+        parts = []
+        for k, (stats, behavior) in enumerate(fits):
+            sel = idx[ex.fold[idx] == k]
+            if not len(sel):
+                continue
+            if full:
+                inputs = self._inputs(
+                    stats, behavior, ex.hist[sel], ex.lengths[sel], cands[sel], hybrid
+                )
+                parts.append(model(**inputs, return_dict=True).scores)
+            else:
+                feats = self._features(stats, ex.hist[sel], ex.lengths[sel], cands[sel])
+                parts.append(model.feature_head(feats)[..., 0])
+        return torch.cat(parts)
+
     # -- fit / score -----------------------------------------------------------------------
 
     def fit(self, data: LastFMData) -> None:
-        """Fit statistics on A, train the ranker on B, refit statistics on all users."""
-        import torch
-
+        """Train ``config.ensemble`` rankers (:meth:`_fit_ranker`), then fit the statistics the
+        rankers score with on all training users."""
         c = self.config
         start = time.perf_counter()
-        rng = np.random.default_rng(c.seed)
         seqs = user_sequences(data.train)
         text = self._text_vectors(data)
         self.seconds["text"] = time.perf_counter() - start
+        if c.mpd is not None:
+            self._mpd, self.mpd_artists = mpd_artist_cosine(c.mpd, data.names)
+            log.info("llara++ MPD: %d of %d artists in its playlists", self.mpd_artists, len(text))
+            self.seconds["mpd"] = time.perf_counter() - start
+        self.rankers = [self._fit_ranker(data, seqs, text, c.seed + m) for m in range(c.ensemble)]
+        self.history = [{"ranker": m, **h} for m, r in enumerate(self.rankers) for h in r.history]
+        self.best_holdout_hr1 = float(np.mean([r.holdout_hr1 for r in self.rankers]))
+        self.seconds["train"] = time.perf_counter() - start
 
+        self.stats = BehaviorStats(seqs, data.n_items, text, c, c.seed)
+        for ranker in self.rankers:
+            ranker.behavior = self._behavior(self.stats, ranker.reference)
+        self.model = self.rankers[0].model
+        self.seconds["total"] = time.perf_counter() - start
+
+    def _fit_ranker(
+        self, data: LastFMData, seqs: list[list[int]], text: np.ndarray, seed: int
+    ) -> _Ranker:
+        """One ranker: fit statistics fold by fold (``seed`` draws the folds, the held-out users,
+        the negatives, ALS and the initialisation) and train on the cross-fitted examples."""
+        import torch
+
+        c = self.config
+        rng = np.random.default_rng(seed)
+
+        # fold k's examples get features from statistics fitted on the other folds' users
         order = rng.permutation(len(seqs))
-        n_b = max(2, round(c.b_fraction * len(seqs)))
-        b_users, a_users = order[:n_b], order[n_b:]
-        n_hold = max(1, round(c.holdout_fraction * n_b))
-        hold_users, train_users = b_users[:n_hold], b_users[n_hold:]
-        stats = BehaviorStats([seqs[i] for i in a_users], data.n_items, text, c, c.seed)
-        self._reference = stats.behavior
-        behavior = self._behavior(stats)
-        self.seconds["stats_a"] = time.perf_counter() - start
+        folds = np.array_split(order, c.folds)[: c.folds if c.cross_fit else 1]
+        users = np.concatenate(folds)
+        held = np.zeros(len(seqs), dtype=bool)
+        n_held = max(1, round(c.holdout_fraction * len(users)))
+        held[rng.choice(users, n_held, replace=False)] = True
+        fold_stats = [
+            BehaviorStats([seqs[i] for i in np.setdiff1d(order, fold)], data.n_items, text, c, seed)
+            for fold in folds
+        ]
+        reference = fold_stats[0].behavior  # the basis every behavior vector is rotated into
+        fits = [(stats, self._behavior(stats, reference)) for stats in fold_stats]
+        del fold_stats
 
         pad = data.n_items
-        hist, lengths, targets = sequence_examples(
-            [seqs[i] for i in train_users], pad, c.max_history
+        ex = _Examples.build(
+            [[seqs[i] for i in fold if not held[i]] for fold in folds],
+            pad,
+            c.max_history,
+            c.tail_positions,
+            c.user_weight_power,
         )
-        h_hist, h_len, h_tgt = sequence_examples([seqs[i] for i in hold_users], pad, c.max_history)
-        if len(hist) == 0 or len(h_hist) == 0:
+        h_ex = _Examples.build(
+            [[seqs[i] for i in fold if held[i]] for fold in folds], pad, c.max_history, 1, 0.0
+        )
+        if len(ex) == 0 or len(h_ex) == 0:
             raise ValueError(
-                "too few ranker examples: the B users (and their held-out slice) need sequences "
-                f"of >= {MIN_HISTORY + 1} items"
+                "too few ranker examples: the example users (and their held-out slice) need "
+                f"sequences of >= {MIN_HISTORY + 1} items"
             )
-        h_cands = sample_candidates(h_hist, h_tgt, data.n_items, rng)
-        weights = example_weights([seqs[i] for i in train_users], c.user_weight_power)
-        h_weights = example_weights([seqs[i] for i in hold_users], c.user_weight_power)
+        h_cands = sample_candidates(h_ex.hist, h_ex.targets, data.n_items, rng)
 
         # feature scaling from one draw of training candidates
-        cands0 = sample_candidates(hist, targets, data.n_items, rng)
+        cands0 = sample_candidates(ex.hist, ex.targets, data.n_items, rng, c.n_negatives + 1)
         f0 = np.concatenate(
             [
-                stats.features(hist[a : a + 2048], lengths[a : a + 2048], cands0[a : a + 2048])
-                for a in range(0, len(hist), 2048)
+                self._raw_features(stats, ex.hist[sel], ex.lengths[sel], cands0[sel])
+                for k, (stats, _) in enumerate(fits)
+                for sel in _chunks(np.flatnonzero(ex.fold == k), 2048)
             ]
-        )[..., self._cols].reshape(-1, len(self._cols))
+        )
+        f0 = f0.reshape(-1, f0.shape[-1])
         self._mean = f0.mean(axis=0).astype(np.float32)
         self._std = np.maximum(f0.std(axis=0), 1e-6).astype(np.float32)
         self._mean[self._cols.index(BASE_FEATURE)] = 0.0  # keep cos_sum = 0 meaning "no signal"
         base = f0[:, self._cols.index(BASE_FEATURE)] / self._std[self._cols.index(BASE_FEATURE)]
-        base = base.reshape(cands0.shape)
-        temperature = _fit_temperature(base)
+        temperature = _fit_temperature(base.reshape(len(ex), -1))
         del f0
 
-        train = (stats, behavior, hist, lengths, targets, weights)
-        holdout = (stats, behavior, h_hist, h_len, h_cands)
+        holdout = (fits, h_ex, h_cands)
         with torch_threads(self.config.threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
-            model = self._build(behavior.shape[1], text.shape[1])
+            torch.manual_seed(seed)
+            model = self._build(fits[0][1].shape[1], text.shape[1])
             with torch.no_grad():
                 model.feature_head.weight.zero_()
                 model.feature_head.bias.zero_()
@@ -644,7 +895,7 @@ class LlaraLastFMScorer:
                 model.cand_head.fc2.weight.zero_()  # the transformer term starts at exactly 0
                 model.cand_head.fc2.bias.zero_()
             model.eval()
-            start_hr = _hr1(self._scores(model, *holdout, full=False), h_weights)
+            start_hr = _hr1(self._fold_scores(model, *holdout, full=False))
             self._best = (start_hr, {k: v.clone() for k, v in model.state_dict().items()})
             self.history = [
                 {"phase": "start", "epoch": 0, "holdout_hr1": self._best[0], "loss": float("nan")}
@@ -652,9 +903,7 @@ class LlaraLastFMScorer:
             log.info("llara++ start (cos_sum only): held-out HR@1 %.4f", self._best[0])
             head = list(model.feature_head.parameters())
             opt = torch.optim.AdamW(head, lr=c.feature_lr, weight_decay=0.0)
-            self._train_phase(
-                "features", model, opt, train, (holdout, h_weights), c.feature_epochs, rng
-            )
+            self._train_phase("features", model, opt, fits, ex, holdout, c.feature_epochs, rng)
             if c.use_transformer and c.epochs > 0:
                 model.load_state_dict(self._best[1])
                 head_ids = {id(p) for p in head}
@@ -666,25 +915,20 @@ class LlaraLastFMScorer:
                     ],
                     lr=c.lr,
                 )
-                self._train_phase("ranker", model, opt, train, (holdout, h_weights), c.epochs, rng)
+                self._train_phase("ranker", model, opt, fits, ex, holdout, c.epochs, rng)
             model.load_state_dict(self._best[1])
             model.eval()
-        self.best_holdout_hr1 = self._best[0]
+        ranker = _Ranker(model, self._mean, self._std, reference, self.history, self._best[0])
         self._best = (self._best[0], {})
-        self.seconds["train"] = time.perf_counter() - start
-        del stats, train, holdout  # free the A tables before building the full ones
-
-        self.stats = BehaviorStats(seqs, data.n_items, text, c, c.seed)
-        self._behavior_all = self._behavior(self.stats)
-        self.model = model
-        self.seconds["total"] = time.perf_counter() - start
+        return ranker
 
     def _train_phase(
         self,
         phase: str,
         model,
         opt,
-        train: tuple,
+        fits: list,
+        ex: _Examples,
         holdout: tuple,
         epochs: int,
         rng: np.random.Generator,
@@ -699,28 +943,22 @@ class LlaraLastFMScorer:
 
         c = self.config
         full = phase == "ranker"
-        stats, behavior, hist, lengths, targets, weights = train
-        holdout, h_weights = holdout
-        ramp = c.curriculum_epochs * -(-len(hist) // c.batch_size)
+        ramp = c.curriculum_epochs * -(-len(ex) // c.batch_size)
         curriculum = "linear" if c.curriculum else "none"
         bad, step = 0, 0
         for epoch in range(1, epochs + 1):
             model.train()
-            cands = sample_candidates(hist, targets, stats.n_items, rng)
-            perm = rng.permutation(len(hist))
+            cands = sample_candidates(
+                ex.hist, ex.targets, fits[0][0].n_items, rng, c.n_negatives + 1
+            )
+            perm = rng.permutation(len(ex))
             total = 0.0
             for a in range(0, len(perm), c.batch_size):
                 idx = perm[a : a + c.batch_size]
+                idx = idx[np.argsort(ex.fold[idx], kind="stable")]
                 hybrid = float(rng.random() < p_hybrid(curriculum, step, ramp))
-                if full:
-                    inputs = self._inputs(
-                        stats, behavior, hist[idx], lengths[idx], cands[idx], hybrid
-                    )
-                    scores = model(**inputs, return_dict=True).scores
-                else:
-                    feats = self._features(stats, hist[idx], lengths[idx], cands[idx])
-                    scores = model.feature_head(feats)[..., 0]
-                w = torch.from_numpy(weights[idx].astype(np.float32))
+                scores = self._batch_scores(model, fits, ex, idx, cands, hybrid, full)
+                w = torch.from_numpy(ex.weights[idx].astype(np.float32))
                 nll = -torch.log_softmax(scores, dim=-1)[:, 0]  # the target is column 0
                 loss = (w * nll).sum() / w.sum()
                 opt.zero_grad()
@@ -729,7 +967,7 @@ class LlaraLastFMScorer:
                 total += float(loss.detach()) * len(idx)
                 step += 1
             model.eval()
-            hr = _hr1(self._scores(model, *holdout, full=full), h_weights)
+            hr = _hr1(self._fold_scores(model, *holdout, full=full))
             loss = total / len(perm)
             self.history.append({"phase": phase, "epoch": epoch, "holdout_hr1": hr, "loss": loss})
             log.info("llara++ %s epoch %d: loss %.4f held-out HR@1 %.4f", phase, epoch, loss, hr)
@@ -742,28 +980,35 @@ class LlaraLastFMScorer:
                     break
 
     def score(self, histories: list[list[int]], candidates: np.ndarray) -> np.ndarray:
-        """``(n_rows, n_candidates)`` float64 scores, higher is better."""
-        assert self.model is not None and self.stats is not None, "fit first"
+        """``(n_rows, n_candidates)`` float64 scores, higher is better: the sum of the rankers'
+        scores (their logits)."""
+        assert self.rankers and self.stats is not None, "fit first"
         hist, lengths = pad_histories(histories, self.config.max_history, self.stats.n_items)
         hybrid = 0.0 if self.config.text_only_eval else 1.0
+        cands = np.asarray(candidates, dtype=np.int64)
+        total = np.zeros(cands.shape, dtype=np.float64)
         with torch_threads(self.config.threads):
-            return self._scores(
-                self.model,
-                self.stats,
-                self._behavior_all,
-                hist,
-                lengths,
-                np.asarray(candidates, dtype=np.int64),
-                hybrid,
-                full=self.config.use_transformer,
-            )
+            for r in self.rankers:
+                self._mean, self._std = r.mean, r.std
+                total += self._scores(
+                    r.model,
+                    self.stats,
+                    r.behavior,
+                    hist,
+                    lengths,
+                    cands,
+                    hybrid,
+                    full=self.config.use_transformer,
+                )
+        return total
 
 
 def llara_minilm() -> LlaraLastFMScorer:
     """llara++ whose ranker layers are MiniLM's six pretrained encoder layers with LoRA adapters
-    (LLaRA's LLM role) instead of a decoder trained from scratch; every other setting the same."""
+    (LLaRA's LLM role) instead of a decoder trained from scratch; one ranker, not an ensemble (a
+    MiniLM ranker trains about 15 times slower), every other setting the same."""
     return LlaraLastFMScorer(
-        LlaraLastFMConfig(backbone="minilm", num_hidden_layers=6, threads=None)
+        LlaraLastFMConfig(backbone="minilm", num_hidden_layers=6, ensemble=1, threads=None)
     )
 
 
@@ -786,6 +1031,11 @@ def _freeze_backbone(model, lora_r: int) -> None:
     for name, param in model.model.layers.named_parameters():
         param.requires_grad_("lora_" in name)
     model.model.position_embeddings.weight.requires_grad_(False)
+
+
+def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
+    """``idx`` cut into consecutive pieces of at most ``size``."""
+    return [idx[a : a + size] for a in range(0, len(idx), size)]
 
 
 def _hr1(scores: np.ndarray, weights: np.ndarray | None = None) -> float:

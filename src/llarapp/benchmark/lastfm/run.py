@@ -7,11 +7,15 @@ each model's figure is the mean and sample standard deviation (``ddof=1``) over 
 
 JSON written by :func:`run_lastfm`::
 
-    {"split": "val", "seeds": [0, ...],
+    {"split": "val", "seeds": [0, ...], "mpd": path or null,
      "dataset": {"n_items", "pad_id", "train_rows", "train_users", "eval_rows_total",
                  "eval_rows", "min_len_seq", "n_candidates"},
-     "models": {NAME: {"hr@1": mean, "hr@1_std": std, "per_seed": [hr, ...]}},
+     "models": {NAME: {"hr@1": mean, "hr@1_std": std, "per_seed": [hr, ...],
+                       "mpd_artists": n (llara++ scorers, with mpd only)}},
      "seconds": {"load": s, "candidates": s, "fit:NAME": s, "score:NAME": s, "total": s}}
+
+``mpd`` (``--mpd``) gives the llara++ scorers (:class:`LlaraLastFMScorer`) MPD playlists for
+their artist co-occurrence features (:attr:`LlaraLastFMConfig.mpd`); the other scorers ignore it.
 
 The scorers are :data:`SCORERS`, in the order they run by default; another model joins with
 :func:`register_scorer`.
@@ -19,6 +23,7 @@ The scorers are :data:`SCORERS`, in the order they run by default; another model
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -79,10 +84,11 @@ def run_lastfm(
     out: str | Path | None = None,
     seeds: int = 5,
     scorers: list[str] | None = None,
+    mpd: str | Path | None = None,
 ) -> dict:
     """Fit every scorer (all registered ones by default) on the training rows and report
     HitRatio@1 on ``split`` over candidate seeds ``0..seeds-1``; write the JSON (module doc) to
-    ``out`` when given, and return it."""
+    ``out`` when given, and return it. ``mpd``: MPD playlists for the llara++ scorers."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     names = list(SCORERS) if scorers is None else list(scorers)
@@ -101,6 +107,8 @@ def run_lastfm(
     models: dict[str, dict] = {}
     for name in names:
         scorer = SCORERS[name]()
+        if mpd is not None and isinstance(scorer, LlaraLastFMScorer):
+            scorer.config = dataclasses.replace(scorer.config, mpd=str(mpd))
         with timed(seconds, f"fit:{name}"):
             scorer.fit(data)
         per_seed = []
@@ -112,11 +120,14 @@ def run_lastfm(
             "hr@1_std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
             "per_seed": per_seed,
         }
+        if getattr(scorer, "mpd_artists", None) is not None:
+            models[name]["mpd_artists"] = scorer.mpd_artists
         log.info("%s: HR@1 %.4f", name, models[name]["hr@1"])
     seconds["total"] = round(time.perf_counter() - start, 2)
     result = {
         "split": split,
         "seeds": seed_list,
+        "mpd": None if mpd is None else str(mpd),
         "dataset": {
             "n_items": data.n_items,
             "pad_id": data.pad_id,
