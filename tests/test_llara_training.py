@@ -433,6 +433,8 @@ def test_training_caps_the_ranker_case_playlists_and_retrieves_them_by_index_abo
         tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
     )  # fmt: skip
     assert model.report["train_cases"] == len(prepared.train_cases)
+    best = model.report["history"][-1]["best_epoch"]  # which ranker ships, said plainly
+    assert model.report["ranker"] == ("feature head" if best < 0 else f"transformer, epoch {best}")
     assert len(model.report["history"]) >= 2  # the start and at least one epoch
     text_only = prepared.without_behavior(config.max_seeds)
     indexes_its_vectors(text_only.fold_stages[0])  # the projected texts, not the ALS vectors

@@ -238,7 +238,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from llarapp.training.llara import LlaraTrainConfig, train_from_data
 
     config = LlaraTrainConfig(
-        epochs=args.epochs, curriculum=args.curriculum, seed=args.seed, lora_r=args.lora_r
+        epochs=args.epochs,
+        curriculum=args.curriculum,
+        seed=args.seed,
+        lora_r=args.lora_r,
+        rank_folds=args.rank_folds,
     )
     with tempfile.TemporaryDirectory(prefix="llarapp-train-") as tmp:
         work = Path(args.work or tmp)
@@ -264,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{playlists['split_run']} training playlists)"
     )
     print(f"served model fitted on {playlists['served']} playlists (every one given)")
+    print(f"ranker: {report['ranker']} (what validation kept)")
     print(f"model: {args.out}  (MLflow run {report['history'][-1]['mlflow_run_id']})")
     if args.split_run:
         print(f"split run: {args.split_run}  (score it on the split's test fold)")
@@ -932,6 +937,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the start; text-only: no behavior vectors anywhere, an ablation",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--rank-folds",
+        type=_positive,
+        default=1,
+        help="quarters of the training playlists giving ranker cases, each retrieved by a stage "
+        "fitted without it (1-4; 4: every playlist, at 4x the case retrieval)",
+    )
     p.add_argument("--max-playlists", type=_positive, default=None, help="with --mpd")
     p.add_argument("--base-model", default=None, help="retrain: fine-tune this MODEL_DIR's ranker")
     p.add_argument(

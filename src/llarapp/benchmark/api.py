@@ -17,8 +17,8 @@ its answers as ``llarapp benchmark quality`` scores a model:
 
 JSON written to ``out``: ``{"dataset": {...}, "models": {"llara++": {...}, BASELINE: {...}},
 "ratios": {"overall", "categories": {CATEGORY: x}, "title_only_over_title_knn", "best_baseline"},
-"train": {"playlists", "best_valid_ndcg", "seconds"}, "seconds": {STAGE: s}}``; the table
-printed is the quality benchmark's, with the ratios under it.
+"train": {"playlists", "best_valid_ndcg", "ranker", "seconds"}, "seconds": {STAGE: s}}``; the
+table printed is the quality benchmark's, with the ratios under it.
 """
 
 from __future__ import annotations
@@ -151,6 +151,7 @@ def _train(work: Path, seed: int, epochs: int | None) -> dict:
     return {
         "playlists": report["playlists"],
         "best_valid_ndcg": report["history"][-1]["best_valid_ndcg"],
+        "ranker": report["ranker"],
         "seconds": report["seconds"],
     }
 

@@ -728,10 +728,11 @@ def train_llara(
         llara = LlaraPP.from_parts(stage, ranker, config, report, names, encoder)
     _save(llara, out_dir)
     log.info(
-        "llara++ trained in %.0f s on %d playlists -> %s",
+        "llara++ trained in %.0f s on %d playlists -> %s (ranker: %s)",
         time.perf_counter() - start,
         llara.report["playlists"]["served"],
         out_dir,
+        llara.report["ranker"],
     )
     return llara
 
@@ -850,6 +851,7 @@ def _fit_prepared(
     recall = float(np.mean([np.isin(rc.hidden, rc.candidates).mean() for rc in valid]))
     report = {
         "config": config.to_dict(),
+        "ranker": ships(history[-1]["best_epoch"]),
         "train_cases": len(prepared.train_cases),
         "feedback_cases": prepared.feedback_cases,
         "valid_cases": len(valid),
@@ -985,6 +987,14 @@ def train_ranker(
     )
 
 
+def ships(best_epoch: int) -> str:
+    """Which ranker a training run keeps: ``feature head`` when no epoch beat the starting
+    point on validation (the transformer's interaction gate is then still at its start, 0 for a
+    new ranker: what is served is the tuned linear blend of the retrieval features), else the
+    epoch kept."""
+    return "feature head" if best_epoch < 0 else f"transformer, epoch {best_epoch}"
+
+
 def _fold_batches(
     folds: np.ndarray, batch_size: int, rng: np.random.Generator
 ) -> list[tuple[int, np.ndarray]]:
@@ -1046,7 +1056,7 @@ def _fit_ranker(
         # guards the rest), and every epoch runs
         start = valid_ndcg(model, valid_batcher, valid_cases, serve_hybrid, device)
         feedback = any(len(rc.negatives) for rc in train_cases)
-        best = -np.inf if feedback else start
+        best, best_epoch = (-np.inf if feedback else start), -1
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.append({"epoch": -1, "valid_ndcg": start})
         mlflow.log_metric("valid_ndcg", start, step=0)
@@ -1080,7 +1090,7 @@ def _fit_ranker(
             mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d: loss %.4f valid ndcg %.4f", epoch, row["train_loss"], score)
             if score > best:
-                best, stale = score, 0
+                best, best_epoch, stale = score, epoch, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 stale += 1
@@ -1092,7 +1102,10 @@ def _fit_ranker(
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(tmp)  # a peft model saves its adapters
             mlflow.log_artifacts(tmp, artifact_path="ranker")
-        history.append({"best_valid_ndcg": best, "mlflow_run_id": run.info.run_id})
+        mlflow.set_tag("llarapp.ships", ships(best_epoch))
+        history.append(
+            {"best_valid_ndcg": best, "best_epoch": best_epoch, "mlflow_run_id": run.info.run_id}
+        )
     return model, history
 
 
