@@ -45,6 +45,17 @@ def test_evaluate_stage_rejects_a_non_baseline(prepared, tmp_path) -> None:
         evaluate_models(*prepared, tmp_path, None, tmp_path, baselines=["llara++/text-only"])
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}/")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _figures(result: dict) -> dict:
     """Every model's figures without its wall times and tuning trials."""
     return {
@@ -95,7 +106,10 @@ def test_benchmark_and_evaluate_stage_score_the_baselines_alike(synth_dir, tmp_p
     roster = Roster.load(
         work / "data", work / "split", tune=TuneConfig(max_cases=100), encoder=TextEncoder(None)
     )
-    assert figures == _figures({"models": fit_and_evaluate(roster, names, progress=False)})
+    again = _flat(_figures({"models": fit_and_evaluate(roster, names, progress=False)}))
+    # (ALS refitted on a loaded machine moved a figure by 1e-4 once: the same model, scored
+    # alike, within 1e-3; a different ALS config moves NDCG by percents)
+    assert _flat(figures) == pytest.approx(again, rel=1e-3, abs=1e-6)
     assert stage["dataset"]["test_cases"] == bench["dataset"]["test_cases"]
     assert {"fit:als", "evaluate:als"} <= set(stage["seconds"]) & set(bench["seconds"])
 
