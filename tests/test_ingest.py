@@ -697,14 +697,14 @@ def test_failed_ingest_leaves_no_complete_looking_output(
     ingest(src, out)
     assert (out / schema.INGEST_REPORT_FILE).exists()
 
-    real_read = ingest_mod._read_source
+    real_read = ingest_mod.read_source
 
     def flaky(name: str, client: Any) -> bytes:
         if name.endswith("1000-1999.json"):
             raise OSError("disk on fire")
         return real_read(name, client)
 
-    monkeypatch.setattr(ingest_mod, "_read_source", flaky)
+    monkeypatch.setattr(ingest_mod, "read_source", flaky)
     with pytest.raises(OSError, match="disk on fire"):
         ingest(src, out)
     names = sorted(p.name for p in out.iterdir())

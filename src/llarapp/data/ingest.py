@@ -833,7 +833,9 @@ def _write_negatives(batches: list[Path], out: Path) -> int:
     return table.num_rows
 
 
-def _read_source(name: str, client: Any) -> bytes:
+def read_source(name: str, client: Any = None) -> bytes:
+    """The bytes of one file :func:`iter_sources` listed (a path or an ``s3://`` URI;
+    ``client``: an S3 client to reuse, else one from the environment)."""
     if name.startswith("s3://"):
         from llarapp.data import storage
 
@@ -901,7 +903,7 @@ def ingest(
             if i == len(fresh) and max_playlists is not None:
                 max_playlists += report.playlists_ok  # the data's cap; feedback comes on top
             limit = None if i < len(fresh) else max_playlists
-            if not state.process_file(name, _read_source(name, client), limit):
+            if not state.process_file(name, read_source(name, client), limit):
                 report.stopped_early = True
                 logger.info("stopping after %d playlists (max_playlists)", report.playlists_ok)
                 break

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from llarapp.data.dataset import Case
-from llarapp.models.llarapp import Candidates, Query, rank_seed_text
+from llarapp.models.llarapp import Candidates, Query, rank_seeds
 from llarapp.models.retriever import FEATURES
 from llarapp.serving.request import RecommendRequest, RequestError
 
@@ -292,17 +292,9 @@ class ServingEngine:
 
     def retrieve(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Vectors -> top-N candidates with retriever features (step 2, ``LlaraPP.retrieve``)."""
-        title_vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
+        title_vec = self._title_vec(payload)
         seed_idx = self._indices(payload, "seed_idx")
-        seed_text = _as_array(payload, "seed_text", np.float32, 2, optional=True)
-        if seed_text is None or seed_text.size == 0:
-            seed_text = np.zeros((0, self.text_dim), np.float32)
-        for name, vec in (("title_vec", title_vec), ("seed_text", seed_text)):
-            if vec is not None and vec.shape[-1] != self.text_dim:
-                raise RequestError(
-                    f"payload.{name}: vectors of size {vec.shape[-1]}; expected {self.text_dim}",
-                    400,
-                )
+        seed_text = self._seed_text(payload)
         # absent keys: a payload from an older encoder (seed artists unknown, none named)
         unknown = np.full(len(seed_text), -1, np.int64)
         artists = self._artist_codes(payload, "seed_artists", unknown, lowest=-1)
@@ -322,6 +314,26 @@ class ServingEngine:
             "features": cands.features,
             "rank_seed_idx": cands.rank_seed_idx,
         }
+
+    def _title_vec(self, payload: dict[str, Any]) -> np.ndarray | None:
+        """``payload["title_vec"]`` (None when absent), checked to be one text vector."""
+        vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
+        self._check_text_dim("title_vec", vec)
+        return vec
+
+    def _seed_text(self, payload: dict[str, Any]) -> np.ndarray:
+        """``payload["seed_text"]``: the unknown seeds' text vectors, ``(0, dim)`` when absent."""
+        vec = _as_array(payload, "seed_text", np.float32, 2, optional=True)
+        if vec is None or vec.size == 0:
+            return np.zeros((0, self.text_dim), np.float32)
+        self._check_text_dim("seed_text", vec)
+        return vec
+
+    def _check_text_dim(self, name: str, vec: np.ndarray | None) -> None:
+        if vec is not None and vec.shape[-1] != self.text_dim:
+            raise RequestError(
+                f"payload.{name}: vectors of size {vec.shape[-1]}; expected {self.text_dim}", 400
+            )
 
     def _artist_codes(
         self, payload: dict[str, Any], key: str, default: np.ndarray, lowest: int
@@ -345,7 +357,7 @@ class ServingEngine:
         k = request.get("k", 50)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise RequestError(f"payload.request.k={k!r}: expected an integer >= 1", 400)
-        title_vec = _as_array(payload, "title_vec", np.float32, 1, optional=True)
+        title_vec = self._title_vec(payload)
         seed_idx = self._indices(payload, "rank_seed_idx")
         cands = self._indices(payload, "candidates")
         feats = _as_array(payload, "features", np.float32, 2)
@@ -360,18 +372,9 @@ class ServingEngine:
             )
         exclude = self._indices(payload, "exclude_idx", optional=True)
         seeds_all = self._indices(payload, "seed_idx", optional=True)
-        seed_text = _as_array(payload, "seed_text", np.float32, 2, optional=True)
-        if seed_text is None or seed_text.size == 0:
-            seed_text = np.zeros((0, self.text_dim), np.float32)
-        elif seed_text.shape[1] != self.text_dim:
-            raise RequestError(
-                f"payload.seed_text: vectors of size {seed_text.shape[1]}; "
-                f"expected {self.text_dim}",
-                400,
-            )
-        unknown = rank_seed_text(seed_text, self.model.max_seeds)  # as retrieve() keeps them
-        n_known = self.model.max_seeds - len(unknown)  # (an older retriever sent more)
-        seed_idx = seed_idx[max(0, len(seed_idx) - n_known) :]
+        seed_text = self._seed_text(payload)
+        # as retrieve() kept them (an older retriever sent up to max_seeds known ones)
+        seed_idx, unknown = rank_seeds(seed_idx, seed_text, self.model.max_seeds)
         query = Query(title_vec, seeds_all, seed_text, exclude_idx=exclude)
         cands = Candidates(query, cands, feats, seed_idx, rank_seed_text=unknown)
         ranked = self.model.rank(cands, k, self.score)

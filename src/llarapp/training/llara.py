@@ -647,17 +647,16 @@ def _prepare(
             )
             for ec in valid
         ]
-    for k, stage_k in enumerate(fold_stages):  # the ranker reads one basis, training and serving
-        rotation = align(stage_k, stage)
+    rotations = [align(stage_k, stage) for stage_k in fold_stages]  # the ranker reads one
+    for stage_k, rotation in zip(fold_stages, rotations, strict=True):  # basis, train and serve
         index = stage_k.retriever.behavior_index
         stage_k.behavior = stage_k.behavior @ rotation
         stage_k.retriever.behavior = stage_k.behavior  # which drops its index of the old vectors
         stage_k.retriever.playlist_vectors = stage_k.retriever.playlist_vectors @ rotation
         if index is not None:
             stage_k.retriever.behavior_index = index.rotated(rotation)
-        for rc in train_cases:
-            if rc.fold == k:
-                rc.queries = rc.queries @ rotation
+    for rc in train_cases:
+        rc.queries = rc.queries @ rotations[rc.fold]
     seconds["stage_full"] = time.perf_counter() - t
     t = time.perf_counter()
     weights, _ = tune_feature_weights(train_cases)

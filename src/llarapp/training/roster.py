@@ -259,6 +259,16 @@ class _UnknownSeeds:
         return m.track_uris[ranked.indices].tolist()
 
 
+def _with_seeds(categories: dict[str, dict]) -> dict:
+    """The cases with seeds, from the per-category means of every case: each category but
+    ``title_only``, and their case-weighted mean."""
+    seeded = {c: m for c, m in categories.items() if c != "title_only"}
+    n = sum(m["cases"] for m in seeded.values())
+    names = next(iter(seeded.values())).keys() - {"cases"}
+    overall = {x: sum(m[x] * m["cases"] for m in seeded.values()) / n for x in names}
+    return {"overall": {**overall, "cases": n}, "categories": seeded}
+
+
 def distractor_only_tracks(data_dir: Path, split_dir: Path) -> set[str]:
     """Tracks that only distractor playlists hold (empty when the split set none aside)."""
     folds = pq.read_table(Path(split_dir) / FOLDS_FILE).to_pandas()
@@ -308,7 +318,8 @@ def fit_and_evaluate(
         seconds: Receives ``fit:NAME`` (loading, for a saved model) and ``evaluate:NAME``
             wall times, rounded to 10 ms.
         unknown_seeds: Also score each LLaRA++ model on the cases with seeds as they are
-            (``seeds.known``) and with every seed unknown to its catalogue (``seeds.unknown``,
+            (``seeds.known``, from the categories of the scores above) and with every seed
+            unknown to its catalogue (``seeds.unknown``,
             :class:`_UnknownSeeds`): the cold-start path the curriculum is for.
 
     Returns:
@@ -345,9 +356,8 @@ def fit_and_evaluate(
                 _UnknownSeeds(model), with_seeds, artist_of=roster.artist_of, k=k,
                 progress=progress,
             )  # fmt: skip
-            warm = evaluate(model, with_seeds, artist_of=roster.artist_of, k=k, progress=False)
             results[name]["seeds"] = {
-                "known": {g: warm[g] for g in ("overall", "categories")},
+                "known": _with_seeds(results[name]["categories"]),
                 "unknown": {g: cold[g] for g in ("overall", "categories")},
             }
         log.info(

@@ -254,13 +254,7 @@ class BehaviorStats:
         X = user_item_matrix(seqs, n, np.float32)
         users = np.asarray(X.sum(axis=0)).ravel()
         inv = (1.0 / np.sqrt(np.maximum(users, 1.0))).astype(np.float32)
-
-        # Dense (n + 1, n) tables: the extra, all-zero row is the padding id's.
-        C = (X.T @ X).toarray()
-        np.fill_diagonal(C, 0.0)
-        self.cos = np.zeros((n + 1, n), dtype=np.float32)
-        self.cos[:n] = C * inv[:, None] * inv[None, :]
-        del C
+        self.cos = cosine_table(X)
 
         self.trans = _transitions(seqs, n, config.window, inv)
         self.trans_long = _transitions(seqs, n, config.long_window, inv)
@@ -385,7 +379,7 @@ def mpd_artist_cosine(source: str | Path, names: dict[int, str]) -> tuple[np.nda
     """
     import json
 
-    from llarapp.data.ingest import iter_sources
+    from llarapp.data.ingest import iter_sources, read_source
 
     n = len(names)
     ids: dict[str, int] = {}
@@ -394,7 +388,7 @@ def mpd_artist_cosine(source: str | Path, names: dict[int, str]) -> tuple[np.nda
     rows, cols = [], []
     n_playlists = 0
     for path in iter_sources(str(source)):
-        for playlist in json.loads(Path(path).read_text(encoding="utf-8"))["playlists"]:
+        for playlist in json.loads(read_source(path))["playlists"]:
             found = {
                 ids.get(t.get("artist_name", "").casefold().strip()) for t in playlist["tracks"]
             }
@@ -405,12 +399,19 @@ def mpd_artist_cosine(source: str | Path, names: dict[int, str]) -> tuple[np.nda
     X = sparse.csr_matrix(
         (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_playlists, n)
     )
-    counts = np.asarray(X.sum(axis=0)).ravel()
-    inv = (1.0 / np.sqrt(np.maximum(counts, 1.0))).astype(np.float32)
+    return cosine_table(X), int((X.getnnz(axis=0) > 0).sum())
+
+
+def cosine_table(X: sparse.csr_matrix) -> np.ndarray:
+    """Item-item cosine co-occurrence of a binary ``(rows, n)`` matrix: the dense ``(n + 1,
+    n)`` float32 table ``rows(a, b) / sqrt(rows(a) rows(b))``, zero diagonal; the extra,
+    all-zero row is the padding id's."""
+    n = X.shape[1]
+    inv = (1.0 / np.sqrt(np.maximum(np.asarray(X.sum(axis=0)).ravel(), 1.0))).astype(np.float32)
     table = np.zeros((n + 1, n), dtype=np.float32)
     table[:n] = (X.T @ X).toarray() * inv[:, None] * inv[None, :]
     np.fill_diagonal(table[:n], 0.0)
-    return table, int((counts > 0).sum())
+    return table
 
 
 def mpd_features(

@@ -14,7 +14,7 @@ from llarapp.models.llarapp.steps import (
     Embed,
     Ranked,
     encode,
-    rank_seed_text,
+    rank_seeds,
     ranker_inputs,
     retrieve,
 )
@@ -32,7 +32,7 @@ __all__ = [
     "add_tracks",
     "artist_key",
     "encode",
-    "rank_seed_text",
+    "rank_seeds",
     "ranker_inputs",
     "read_new_tracks",
     "retrieve",

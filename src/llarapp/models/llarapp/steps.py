@@ -33,7 +33,7 @@ class Candidates:
     seed_query: np.ndarray | None = None  # (f,) behavior-space seed query (training reads it)
     title_query: np.ndarray | None = None  # (f,) behavior-space title query (training reads it)
     rank_seed_text: np.ndarray | None = None  # (U, text_dim) the unknown seeds it reads
-    # (text-only tokens, after the known ones; rank_seed_text() of the query); None: none
+    # (text-only tokens, after the known ones; rank_seeds() of the query); None: none
 
 
 @dataclass
@@ -91,23 +91,27 @@ def encode(
     )
 
 
-def rank_seed_text(extra_seed_text: np.ndarray, max_seeds: int) -> np.ndarray:
-    """The unknown seeds the ranker reads: the last ``max_seeds`` of them, as text-only
-    tokens (what LLaRA's curriculum teaches the ranker to read: text without behavior)."""
-    return extra_seed_text[max(0, len(extra_seed_text) - max_seeds) :]
+def rank_seeds(
+    seed_idx: np.ndarray, extra_seed_text: np.ndarray, max_seeds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeds the ranker reads, at most ``max_seeds``: the last unknown ones (text-only
+    tokens: what LLaRA's curriculum teaches the ranker to read, text without behavior), then
+    the last known ones (hybrid tokens). Returns ``(known indices, unknown text vectors)``."""
+    unknown = extra_seed_text[max(0, len(extra_seed_text) - max_seeds) :]
+    n_known = max_seeds - len(unknown)
+    return seed_idx[max(0, len(seed_idx) - n_known) :], unknown
 
 
 def retrieve(stage: Stage, query: Query, max_seeds: int) -> Candidates:
-    """Step 2: the stage's retriever over ``query``; the ranker reads at most ``max_seeds``
-    seeds: the unknown ones (:func:`rank_seed_text`), then the last known ones."""
+    """Step 2: the stage's retriever over ``query``; the ranker reads the seeds
+    :func:`rank_seeds` keeps."""
     retrieved, seed_q, title_q = stage.retrieve(query)
-    unknown = rank_seed_text(query.extra_seed_text, max_seeds)
-    n_known = max_seeds - len(unknown)
+    known, unknown = rank_seeds(query.seed_idx, query.extra_seed_text, max_seeds)
     return Candidates(
         query,
         retrieved.candidates,
         retrieved.features,
-        query.seed_idx[max(0, len(query.seed_idx) - n_known) :],
+        known,
         seed_q,
         title_q,
         unknown if len(unknown) else None,
