@@ -14,7 +14,7 @@ import time
 import pytest
 
 from llarapp.cli import main
-from llarapp.serving.canary import CanarySplit, check_percent
+from llarapp.serving.canary import CanarySplit, CanaryWindow, check_percent
 from llarapp.serving.client import post_json, start_server, stop_server, wait_ready
 from llarapp.serving.store import read_feedback
 
@@ -72,6 +72,28 @@ def test_bad_percents_and_states_are_clear_errors(tmp_path):
     assert split.percent == 25  # a refused value changes nothing
     (tmp_path / "canary.json").write_text('{"percent": "lots"}')  # a hand edit gone wrong
     assert split.percent == 25  # logged; the last good percent keeps serving
+
+
+def test_the_window_holds_both_versions_since_their_pair_began_to_split():
+    window = CanaryWindow()
+    assert window.summary(None) == {"since": None, "versions": {}}
+    for ms in (10, 20, 30):  # the champion alone with an earlier challenger: another window
+        window.record(("1", "0"), "1", 200, ms / 1000)
+    for ms in range(1, 101):
+        window.record(("1", "2"), "1", 200, ms / 1000)
+    window.record(("1", "2"), "2", 200, 0.5)
+    window.record(("1", "2"), "2", 503, 9.0)  # an error: counted, not timed
+    window.record(("1", "2"), "2", 422, 0.001)  # a bad request: counted, not timed
+    window.record(("1", "2"), "3", 200, 0.1)  # routed before a change: neither's
+    summary = window.summary(("1", "2"))
+    assert summary["since"] is not None and summary["since"] <= time.time()
+    assert summary["versions"]["1"] == {
+        "requests": 100, "errors": 0, "p50_ms": pytest.approx(50.5), "p99_ms": pytest.approx(99.01),
+    }  # fmt: skip
+    assert summary["versions"]["2"] == {
+        "requests": 3, "errors": 1, "p50_ms": pytest.approx(500.0), "p99_ms": pytest.approx(500.0),
+    }  # fmt: skip
+    assert window.summary(("1", "3")) == {"since": None, "versions": {}}
 
 
 def test_cli_refuses_bad_canary_flags(tmp_path, capsys):
@@ -132,11 +154,19 @@ def served_by(url: str, ids, k: int = 5) -> list[str]:
 @pytest.mark.integration
 def test_split_stickiness_and_labels(canary):
     url, work, champion, challenger = canary
-    assert json.loads(get(url, "/v1/canary")[1]) == {
+    state = json.loads(get(url, "/v1/canary")[1])
+    assert {k: state[k] for k in ("champion", "challenger", "percent")} == {
         "champion": champion, "challenger": challenger, "percent": 50.0,
     }  # fmt: skip
+    before = {v: state["window"]["versions"].get(v, {}).get("requests", 0)
+              for v in (champion, challenger)}  # fmt: skip
     ids = [f"split-{i}" for i in range(200)]
     versions = served_by(url, ids)
+    window = json.loads(get(url, "/v1/canary")[1])["window"]
+    for version in (champion, challenger):  # what `llarapp rollout` compares
+        answers = window["versions"][version]
+        assert answers["requests"] - before[version] == versions.count(version)
+        assert answers["errors"] == 0 and 0 < answers["p50_ms"] <= answers["p99_ms"]
     assert set(versions) == {champion, challenger}
     assert within_binomial(versions.count(challenger), len(ids), 50)
     assert served_by(url, ids[:20] * 2) == versions[:20] * 2  # sticky
@@ -256,7 +286,8 @@ def test_a_challenger_posted_at_run_time_is_loaded_by_every_worker(canary, tmp_p
         body = {"percent": 100, "challenger": str(work / "challenger")}
         status, state = post_json(url, "/v1/canary", body)
         assert status == 200 and state == {"champion": champion, "challenger": challenger,
-                                           "percent": 100.0}  # fmt: skip
+                                           "percent": 100.0,
+                                           "window": {"since": None, "versions": {}}}  # fmt: skip
         deadline = time.monotonic() + 120  # the other worker loads it in the background
         while set(served_by(url, ids)) != {challenger}:
             assert time.monotonic() < deadline, "a worker never loaded the challenger"

@@ -14,7 +14,6 @@ from llarapp.pipeline.rollout import (
     WAIT,
     RolloutRules,
     VersionStats,
-    _quantile_ms,
     decide,
     worse_test,
 )
@@ -60,14 +59,6 @@ def test_a_stalled_tail_alone_does_not_roll_back_but_a_slow_median_does() -> Non
     assert stalled.action == PROMOTE
     slow = decide(champion, _challenger(p99_ms=90.0, p50_ms=25.0))
     assert slow.action == ROLLBACK and "median 2.50x" in slow.reason
-
-
-def test_latency_quantiles_interpolate_inside_their_bucket() -> None:
-    cumulative = [(0.1, 50.0), (0.2, 100.0), (math.inf, 100.0)]  # (le seconds, count <= le)
-    assert _quantile_ms(cumulative, 0.99) == pytest.approx(198.0)
-    assert _quantile_ms(cumulative, 0.5) == pytest.approx(100.0)
-    assert _quantile_ms([(0.1, 0.0), (math.inf, 4.0)], 0.99) == pytest.approx(100.0)
-    assert math.isnan(_quantile_ms([], 0.5))
 
 
 def test_the_like_rate_test_holds_its_false_alarm_rate() -> None:

@@ -52,7 +52,7 @@ from kserve.model_server import app
 from kserve.protocol.rest.server import RESTServer
 from starlette.responses import HTMLResponse, Response
 
-from llarapp.serving.canary import CanarySplit, check_percent
+from llarapp.serving.canary import CanarySplit, CanaryWindow, check_percent
 from llarapp.serving.engine import ServingEngine
 from llarapp.serving.graph import read_sequence
 from llarapp.serving.request import Limits, RequestError, decode_json, parse_feedback
@@ -200,6 +200,7 @@ class LocalServer:
             canary_percent if challenger is not None else 0.0,
             challenger,
         )
+        self.window = CanaryWindow()  # what `llarapp rollout` compares (GET /v1/canary)
         self.store = EventStore(events, sample_rate)
         self.search_index = CatalogSearch.from_engine(self.core)
 
@@ -364,6 +365,8 @@ class LocalServer:
         if version is not None:  # routed (a body that is not JSON reaches no model)
             RECOMMEND.labels(version, str(status)).inc()
             RECOMMEND_SECONDS.labels(version).observe(seconds)
+            if (pair := self._pair()) is not None:
+                self.window.record(pair, version, status, seconds)
         self._log_request(request_id, status, seconds, first, out)
         return response
 
@@ -465,16 +468,26 @@ class LocalServer:
             response = json_response({"error": str(exc)}, status_code=status)
         REQUESTS.labels("/v1/canary", str(status)).inc()
         fields = self.canary_state() if status == 200 else {}
+        fields.pop("window", None)
         log_json(log, event="canary", method=request.method, status=status, **fields)
         return response
 
     def canary_state(self) -> dict[str, Any]:
-        """``{"champion", "challenger", "percent"}`` (model versions, the challenger's share)."""
+        """``{"champion", "challenger", "percent", "window"}``: the model versions, the
+        challenger's share and both versions' answers since this pair began to split traffic
+        (:class:`~llarapp.serving.canary.CanaryWindow`)."""
+        pair = self._pair()
         return {
             "champion": self.core.model_version,
-            "challenger": self.challenger[0].model_version if self.challenger else None,
+            "challenger": pair[1] if pair else None,
             "percent": self.split.percent,
+            "window": self.window.summary(pair),
         }
+
+    def _pair(self) -> tuple[str, str] | None:
+        """(champion, challenger) model versions, None without a challenger."""
+        challenger = self.challenger
+        return (self.core.model_version, challenger[0].model_version) if challenger else None
 
     async def _start_canary(self, percent: float, uri: object) -> None:
         if not isinstance(uri, str) or not uri:

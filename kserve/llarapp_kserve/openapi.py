@@ -115,13 +115,34 @@ def route_docs(limits: Limits) -> dict[str, dict[str, Any]]:
         "required": ["stored", "id"],
         "properties": {"stored": {"type": "boolean"}, "id": {"type": "integer"}},
     }
+    quantile = {"type": ["number", "null"]}
+    answers = {
+        "type": "object",
+        "required": ["requests", "errors", "p50_ms", "p99_ms"],
+        "properties": {
+            "requests": {"type": "integer"},
+            "errors": {"type": "integer"},
+            "p50_ms": quantile,
+            "p99_ms": quantile,
+        },
+    }
     split = {
         "type": "object",
-        "required": ["champion", "challenger", "percent"],
+        "required": ["champion", "challenger", "percent", "window"],
         "properties": {
             "champion": {"type": "string"},
             "challenger": {"type": ["string", "null"]},
             "percent": {"type": "number"},
+            "window": {
+                "type": "object",
+                "description": "each version's answers since this champion / challenger pair "
+                "began to split traffic (what `llarapp rollout` compares)",
+                "required": ["since", "versions"],
+                "properties": {
+                    "since": {"type": ["number", "null"]},
+                    "versions": {"type": "object", "additionalProperties": answers},
+                },
+            },
         },
     }
     canary = {

@@ -39,8 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from llarapp.pipeline.deploy import CHALLENGER_POINTER, POINTER, read_pointer, write_pointer
 from llarapp.pipeline.registry import CANARY, CHAMPION, MODEL_NAME, registry_client
 from llarapp.serving.client import get, post_json
@@ -165,14 +163,15 @@ def worse_test(
 
 
 def live_stats(server: str, events: Path | str) -> tuple[VersionStats, VersionStats]:
-    """Champion's and challenger's figures from a canary server and its event store.
+    """Champion's and challenger's figures over the canary's window, from a canary server and
+    its event store.
 
-    ``GET /v1/canary`` names the two versions; ``/metrics`` gives each version's answers by
-    status code (``llarapp_recommend_total``: errors are 5xx) and latency histogram
-    (``llarapp_recommend_seconds``: p99 is the upper bound of the bucket holding it); likes and
-    dislikes are the feedback rows of each version in ``events``. With ``--workers N`` a
-    scrape reaches one worker, so give the controller a one-worker server or a Prometheus-backed
-    cluster.
+    ``GET /v1/canary`` names the two versions and gives each one's answers since this pair
+    began to split traffic (``window``: requests, 5xx errors, exact p50 / p99 latency); likes
+    and dislikes are the feedback rows of each version in ``events`` from the window's start.
+    Both versions are measured over the same traffic: the champion's answers from before the
+    canary (another mix of requests, before a drift alarm) never enter the comparison. With
+    ``--workers N`` a request reaches one worker, so give the controller a one-worker server.
 
     Raises:
         RuntimeError: The server has no challenger or did not answer.
@@ -185,56 +184,32 @@ def live_stats(server: str, events: Path | str) -> tuple[VersionStats, VersionSt
     if status != 200:
         raise RuntimeError(f"GET {server}/v1/canary answered {status}: {body[:300]}")
     state = json.loads(body)
-    status, text = get(server, "/metrics")
-    if status != 200:
-        raise RuntimeError(f"GET {server}/metrics answered {status}")
-    counts: dict[str, dict[str, float]] = {}
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            version = sample.labels.get("model_version")
-            if sample.name == "llarapp_recommend_total" and version:
-                by_code = counts.setdefault(version, {})
-                by_code[sample.labels["code"]] = sample.value
-            elif sample.name == "llarapp_recommend_seconds_bucket" and version:
-                buckets.setdefault(version, []).append((float(sample.labels["le"]), sample.value))
+    if state.get("challenger") is None:
+        raise RuntimeError(f"{server}: no challenger to compare (GET /v1/canary: {state})")
     if not Path(events).is_file():
         raise FileNotFoundError(f"{events}: no event store; expected the server's --events file")
-    feedback = read_feedback(events)
+    window = state["window"]
+    since = window["since"] if window["since"] is not None else math.inf
+    feedback = [r for r in read_feedback(events) if r["ts"] >= since]
 
     def stats(version: str) -> VersionStats:
-        by_code = counts.get(version, {})
+        answers = window["versions"].get(version, {})
         liked = [bool(r["liked"]) for r in feedback if r["model_version"] == version]
         return VersionStats(
             version=version,
-            requests=int(sum(by_code.values())),
-            errors=int(sum(n for code, n in by_code.items() if code.startswith("5"))),
-            p99_ms=_quantile_ms(sorted(buckets.get(version, [])), 0.99),
+            requests=answers.get("requests", 0),
+            errors=answers.get("errors", 0),
+            p99_ms=_ms(answers.get("p99_ms")),
             likes=sum(liked),
             dislikes=len(liked) - sum(liked),
-            p50_ms=_quantile_ms(sorted(buckets.get(version, [])), 0.5),
+            p50_ms=_ms(answers.get("p50_ms")),
         )
 
     return stats(state["champion"]), stats(state["challenger"])
 
 
-def _quantile_ms(cumulative: list[tuple[float, float]], q: float) -> float:
-    """Quantile ``q`` (ms) of a cumulative histogram, interpolated linearly inside the bucket
-    that holds it, as Prometheus' ``histogram_quantile`` (nan when empty; the last finite bound
-    when it falls in ``+Inf``). Bucket bounds double, so their upper bounds alone would make any
-    one-bucket difference a 2x ratio."""
-    if not cumulative or cumulative[-1][1] == 0:
-        return float("nan")
-    rank = q * cumulative[-1][1]
-    lower, below = 0.0, 0.0
-    for le, n in cumulative:
-        if n >= rank:
-            if math.isinf(le):
-                return lower * 1000.0
-            share = (rank - below) / (n - below) if n > below else 1.0
-            return (lower + (le - lower) * share) * 1000.0
-        lower, below = le, n
-    return lower * 1000.0
+def _ms(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def decide(

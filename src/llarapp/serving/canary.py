@@ -11,6 +11,9 @@ with, shared by every server process of one ``llarapp serve --workers N``. Each 
 it when its inode or mtime changed (one ``stat`` per routed request), so a ``POST /v1/canary``
 answered by any worker, or a controller rewriting the file, moves every worker's next request
 (and a new challenger URI makes every worker load that model).
+
+:class:`CanaryWindow`: each version's answers (count, 5xx, latency quantiles) since the current
+champion / challenger pair began to split traffic -- the one window both are compared over.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ import logging
 import os
 import random
 import threading
+import time
+from collections import deque
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -124,3 +132,53 @@ class CanarySplit:
     def to_challenger(self, playlist_id: str | None) -> bool:
         """Whether this request goes to the challenger."""
         return bucket(playlist_id, self._rng) < round(self.percent * BUCKETS / 100)
+
+
+class CanaryWindow:
+    """Both versions' answers since the current canary began: what a rollout controller compares.
+
+    The Prometheus figures (``llarapp_recommend_*``) count from the process's start, so the
+    champion's would hold the traffic from before the canary (before a drift alarm: another mix
+    of requests) while the challenger's hold the canary's alone; a latency or like-rate rule
+    would compare two different traffics. The window starts again whenever the (champion,
+    challenger) pair changes. It keeps the last ``keep`` latencies of each version (exact
+    quantiles) and every answer's count, per process (``--workers N``: each its own).
+    """
+
+    def __init__(self, keep: int = 100_000) -> None:
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._pair: tuple[str, str] | None = None
+        self._since: float | None = None
+        self._counts: dict[str, list[int]] = {}  # version -> [requests, 5xx]
+        self._seconds: dict[str, deque[float]] = {}
+
+    def record(self, pair: tuple[str, str], version: str, status: int, seconds: float) -> None:
+        """One ``/v1/recommend`` answer of ``version`` while ``pair`` (champion, challenger)
+        split the traffic."""
+        with self._lock:
+            if pair != self._pair:
+                self._pair, self._since = pair, time.time()
+                self._counts = {v: [0, 0] for v in pair}
+                self._seconds = {v: deque(maxlen=self.keep) for v in pair}
+            counts = self._counts.get(version)
+            if counts is None:  # routed before the pair changed: neither window's
+                return
+            counts[0] += 1
+            counts[1] += status >= 500
+            if status < 400:
+                self._seconds[version].append(seconds)
+
+    def summary(self, pair: tuple[str, str] | None) -> dict[str, Any]:
+        """``{"since": unix time | null, "versions": {VERSION: {"requests", "errors",
+        "p50_ms", "p99_ms"}}}`` for ``pair`` (empty when it has answered nothing yet)."""
+        with self._lock:
+            if pair is None or pair != self._pair:
+                return {"since": None, "versions": {}}
+            versions = {}
+            for version, (requests, errors) in self._counts.items():
+                ms = np.asarray(self._seconds[version], dtype=float) * 1000.0
+                p50, p99 = np.percentile(ms, [50, 99]).tolist() if ms.size else (None, None)
+                versions[version] = {"requests": requests, "errors": errors,
+                                     "p50_ms": p50, "p99_ms": p99}  # fmt: skip
+            return {"since": self._since, "versions": versions}
