@@ -35,9 +35,11 @@ policy-venv: $(POLICY_STAMP)
 demo: $(STAMP)
 	$(BIN)/llarapp demo $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
-## make test: format check, lint, architecture rules (import contracts), then every test
+## make test [TEST_WORKERS=2]: format check, lint, architecture rules (import contracts), then
+## every test, whole files spread over TEST_WORKERS processes of one thread each
+TEST_WORKERS ?= 2
 test: $(STAMP) $(POLICY_STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -8,6 +8,23 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` (pytest -n 2): a core each, no spinning
+    os.environ.setdefault("LLARAPP_THREADS", "1")
+
+#: the longest files first: `make test`'s workers take whole files in collection order, so the
+#: closed loop's minutes start at once instead of last
+FIRST = (
+    "test_loop.py",
+    "test_pipeline.py",
+    "test_continuous.py",
+    "test_benchmark_scale.py",
+    "test_benchmark_api.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: the rest as found
 
 
 @pytest.fixture(autouse=True, scope="session")
