@@ -462,13 +462,13 @@ class LocalServer:
                 )
             elif obj is not None:
                 self.split.set(obj["percent"])  # GET: the state (challenger null when none)
-            response = json_response(self.canary_state())
+            state = self.canary_state()
+            response = json_response(state)
         except RequestError as exc:
-            status = exc.status
+            status, state = exc.status, {}
             response = json_response({"error": str(exc)}, status_code=status)
         REQUESTS.labels("/v1/canary", str(status)).inc()
-        fields = self.canary_state() if status == 200 else {}
-        fields.pop("window", None)
+        fields = {k: v for k, v in state.items() if k != "window"}
         log_json(log, event="canary", method=request.method, status=status, **fields)
         return response
 
