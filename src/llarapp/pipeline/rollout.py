@@ -189,8 +189,7 @@ def live_stats(server: str, events: Path | str) -> tuple[VersionStats, VersionSt
     if not Path(events).is_file():
         raise FileNotFoundError(f"{events}: no event store; expected the server's --events file")
     window = state["window"]
-    since = window["since"] if window["since"] is not None else math.inf
-    feedback = [r for r in read_feedback(events) if r["ts"] >= since]
+    feedback = [] if window["since"] is None else read_feedback(events, since=window["since"])
 
     def stats(version: str) -> VersionStats:
         answers = window["versions"].get(version, {})

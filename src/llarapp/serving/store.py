@@ -240,16 +240,17 @@ def _stored_context(conn: sqlite3.Connection, request_id: str) -> dict[str, Any]
 
 
 def read_feedback(
-    path: Path | str, after: int = 0, upto: int | None = None
+    path: Path | str, after: int = 0, upto: int | None = None, since: float | None = None
 ) -> list[dict[str, Any]]:
-    """Feedback rows with ``after < id <= upto`` (every row by default), oldest first; context
-    still missing is taken from ``contexts``."""
+    """Feedback rows with ``after < id <= upto`` (every row by default) and, with ``since``,
+    stored at unix time ``ts >= since``, oldest first; context still missing is taken from
+    ``contexts``."""
     conn = sqlite3.connect(str(path))
     conn.row_factory = sqlite3.Row
     has_contexts = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'contexts'"
     ).fetchone()
-    where = "WHERE f.id > ? AND f.id <= ?"
+    where = "WHERE f.id > ? AND f.id <= ?" + ("" if since is None else " AND f.ts >= ?")
     query = f"SELECT * FROM feedback f {where} ORDER BY id"
     if has_contexts:
         query = (
@@ -262,7 +263,7 @@ def read_feedback(
             "ORDER BY f.id"
         )
     try:
-        bounds = (after, 2**62 if upto is None else upto)
+        bounds = (after, 2**62 if upto is None else upto, *(() if since is None else (since,)))
         return [dict(r) for r in conn.execute(query, bounds)]
     finally:
         conn.close()
