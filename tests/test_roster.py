@@ -14,6 +14,7 @@ from llarapp.models.baselines import MostPopular
 from llarapp.pipeline.stages import evaluate_models
 from llarapp.text import TextEncoder
 from llarapp.training.behavior import fit_behavior
+from llarapp.training.llara import flatten
 from llarapp.training.roster import BASELINES, MODELS, Roster, fit_and_evaluate
 
 
@@ -43,17 +44,6 @@ def test_fitting_llara_without_a_models_dir_is_a_clear_error(prepared) -> None:
 def test_evaluate_stage_rejects_a_non_baseline(prepared, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"unknown baseline\(s\) \['llara\+\+/text-only'\]"):
         evaluate_models(*prepared, tmp_path, None, tmp_path, baselines=["llara++/text-only"])
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{prefix}{key}/")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _figures(result: dict) -> dict:
@@ -106,11 +96,11 @@ def test_benchmark_and_evaluate_stage_score_the_baselines_alike(synth_dir, tmp_p
     roster = Roster.load(
         work / "data", work / "split", tune=TuneConfig(max_cases=100), encoder=TextEncoder(None)
     )
-    again = _flat(_figures({"models": fit_and_evaluate(roster, names, progress=False)}))
+    again = flatten(_figures({"models": fit_and_evaluate(roster, names, progress=False)}))
     # the same model scored alike, within a case or two: after other tests in the same process
     # the two differ in float rounding (one figure moved by 0.0022; not yet traced), while a
     # different ALS config moves NDCG by percents
-    assert _flat(figures) == pytest.approx(again, rel=0, abs=5e-3)
+    assert flatten(figures) == pytest.approx(again, rel=0, abs=5e-3)
     assert stage["dataset"]["test_cases"] == bench["dataset"]["test_cases"]
     assert {"fit:als", "evaluate:als"} <= set(stage["seconds"]) & set(bench["seconds"])
 

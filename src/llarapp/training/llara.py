@@ -1048,7 +1048,7 @@ def _fit_ranker(
     configure_mlflow(tracking_uri)
     with mlflow.start_run(run_name=f"llara++ {config.curriculum} {mode}") as run:
         mlflow.set_tag("llarapp.mode", mode)
-        mlflow.log_params(_flat(config.to_dict()))
+        mlflow.log_params(flatten(config.to_dict()))
         # the starting point competes too: training that never beats it is not kept. With
         # listeners' feedback, learning it is what the run is for and validation NDCG cannot
         # see it: the best of the trained epochs is kept (the gate against the champion
@@ -1128,11 +1128,12 @@ def configure_mlflow(tracking_uri: str | None = None) -> str:
     return uri
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (MLflow params; tests compare nested figures)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
