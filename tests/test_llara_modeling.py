@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from llarapp.models.llara import (
+    CONTEXT_STEPS,
     INPUT_NAMES,
     MASKED_SCORE,
     LlaraConfig,
@@ -165,6 +166,40 @@ def test_save_pretrained_round_trip(tmp_path) -> None:
     assert isinstance(bare, LlaraModel)
     for name, tensor in bare.state_dict().items():
         assert torch.equal(tensor, model.model.state_dict()[name]), name
+
+
+def test_the_feature_blend_steps_with_the_seed_count_and_nothing_else() -> None:
+    """With the interaction gate shut, a candidate scores its features through the blend of
+    its playlist's seed-count context: the head's, stepped by each ``CONTEXT_STEPS`` reached."""
+    model = tiny_model(interaction_init=0.0)
+    blends = torch.randn(len(CONTEXT_STEPS) + 1, N_FEATURES)
+    with torch.no_grad():
+        model.feature_head.weight.copy_(blends[0][None])
+        model.feature_head.bias.fill_(0.5)
+        model.feature_context[HIDDEN : HIDDEN + len(CONTEXT_STEPS)] = blends[1:] - blends[:-1]
+    for n_seeds in (0, 1, 2, 5, 8, 15, 16, 40, 41, 50):
+        inputs = make_inputs(3, n_seeds, 6, seed=n_seeds)
+        context = sum(n_seeds >= t for t in CONTEXT_STEPS)
+        want = inputs["cand_features"] @ blends[context] + 0.5
+        torch.testing.assert_close(scores_of(model, inputs), want, rtol=1e-5, atol=1e-5)
+        padded = inputs | {"seed_mask": torch.cat([inputs["seed_mask"], torch.zeros(3, 2)], 1)}
+        for name in ("seed_text", "seed_behavior", "seed_use_behavior"):  # padding counts not
+            extra = torch.zeros(3, 2, *inputs[name].shape[2:])
+            padded[name] = torch.cat([inputs[name], extra], 1)
+        torch.testing.assert_close(scores_of(model, padded), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_ranker_saved_before_the_feature_context_loads_as_it_was(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if k != "feature_context"}, weights)
+    loaded = LlaraForCandidateScoring.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.feature_context, torch.zeros_like(model.feature_context))
+    inputs = make_inputs(2, 3, 4)
+    torch.testing.assert_close(scores_of(loaded, inputs), scores_of(model, inputs), rtol=0, atol=0)
 
 
 def test_determinism_under_manual_seed() -> None:

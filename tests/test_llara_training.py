@@ -215,6 +215,40 @@ def test_case_ndcg_matches_the_metric_for_any_blend():
         assert CaseNDCG(cases, k=10)(w) == pytest.approx(want, abs=1e-6)
 
 
+def test_each_seed_count_context_starts_at_its_own_blend():
+    from llarapp.models.llarapp import Query
+    from llarapp.training.llara import (
+        MIN_CONTEXT_CASES,
+        RankCase,
+        context_of,
+        tune_context_weights,
+        tune_feature_weights,
+    )
+
+    rng = np.random.default_rng(3)
+
+    def case(n_seeds: int, telling: int) -> RankCase:
+        """30 candidates, 3 hidden; only feature ``telling`` knows which."""
+        cands = rng.choice(1000, 30, replace=False)
+        feats = rng.normal(size=(30, len(FEATURES))).astype(np.float32)
+        feats[:3, telling] += 4.0
+        seeds = np.arange(n_seeds, dtype=np.int64) + 5000
+        q = Query(None, seeds, np.zeros((0, 4), np.float32))
+        return RankCase(None, seeds, cands, feats, cands[:3], np.zeros((2, 4)), np.ones(2), q, None)
+
+    title_only = [case(0, FEATURES.index("title_score")) for _ in range(MIN_CONTEXT_CASES)]
+    one_seed = [case(1, FEATURES.index("artist_score")) for _ in range(MIN_CONTEXT_CASES + 20)]
+    few = [case(10, FEATURES.index("seed_score")) for _ in range(5)]  # too few: the global blend
+    cases = title_only + one_seed + few
+    assert [context_of(rc) for rc in (title_only[0], one_seed[0], few[0])] == [0, 1, 3]
+    weights = tune_context_weights(cases)
+    assert weights.shape == (6, len(FEATURES))
+    assert int(np.argmax(weights[0])) == FEATURES.index("title_score")
+    assert int(np.argmax(weights[1])) == FEATURES.index("artist_score")
+    for k in (2, 3, 4, 5):
+        np.testing.assert_array_equal(weights[k], tune_feature_weights(cases)[0])
+
+
 @pytest.mark.integration
 def test_training_saves_a_model_that_loads_with_identical_scores(tiny):
     data, split_dir, model_dir, model = tiny

@@ -251,7 +251,7 @@ def run_loop(
 
 
 def broken_copy(model_dir: Path, out: Path) -> Path:
-    """A copy of ``model_dir`` whose ranker ranks upside down (its feature head and
+    """A copy of ``model_dir`` whose ranker ranks upside down (its feature blends and
     interaction gate negated, the rest of its weights shuffled): another model version that
     serves without errors and recommends the worst of its candidates first, as a bad
     challenger would."""
@@ -265,7 +265,7 @@ def broken_copy(model_dir: Path, out: Path) -> Path:
     gen = torch.Generator().manual_seed(0)
     tensors = {}
     for name, value in load_file(weights).items():
-        if name.startswith(("feature_head.", "interaction")):
+        if name.startswith(("feature_head.", "feature_context", "interaction")):
             tensors[name] = -value
         else:
             order = torch.randperm(value.numel(), generator=gen)

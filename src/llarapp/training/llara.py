@@ -52,7 +52,7 @@ from llarapp.data.schema import INTERACTIONS_FILE, NEGATIVES_FILE, TRACKS_FILE
 from llarapp.data.split import CATEGORIES, FOLDS, make_case, split
 from llarapp.evaluation.metrics import ndcg
 from llarapp.models.ann import DEFAULT_THRESHOLD as DEFAULT_ANN_THRESHOLD
-from llarapp.models.llara import LlaraConfig, LlaraForCandidateScoring
+from llarapp.models.llara import CONTEXT_STEPS, LlaraConfig, LlaraForCandidateScoring
 from llarapp.models.llarapp import (
     Catalog,
     LlaraPP,
@@ -355,6 +355,32 @@ def tune_feature_weights(cases: list[RankCase], passes: int = 2) -> tuple[np.nda
     return w.astype(np.float32), sorted(trials, key=lambda t: -t["ndcg"])[:20]
 
 
+#: A context (:data:`CONTEXT_STEPS`) with fewer training cases starts at the blend of all cases.
+MIN_CONTEXT_CASES = 100
+
+
+def context_of(rc: RankCase) -> int:
+    """Which of the ranker's seed-count contexts ``rc`` is in: how many of
+    :data:`CONTEXT_STEPS` the number of seed tokens it reads reaches (0: title only)."""
+    n = len(rc.seed_idx) + (0 if rc.seed_text is None else len(rc.seed_text))
+    return sum(n >= t for t in CONTEXT_STEPS)
+
+
+def tune_context_weights(cases: list[RankCase]) -> np.ndarray:
+    """``(len(CONTEXT_STEPS) + 1, len(FEATURES))``: :func:`tune_feature_weights` on the cases
+    of each seed-count context (row k: :func:`context_of` k), the blend of all cases for a
+    context with fewer than :data:`MIN_CONTEXT_CASES`. Which source to trust moves with the
+    number of seeds (on mpd-dev: the artist and item co-occurrence sources carry one seed, the
+    ALS fold-in many)."""
+    weights, _ = tune_feature_weights(cases)
+    contexts = np.array([context_of(rc) for rc in cases])
+    rows = []
+    for k in range(len(CONTEXT_STEPS) + 1):
+        mine = [rc for rc, c in zip(cases, contexts, strict=True) if c == k and len(rc.hidden)]
+        rows.append(tune_feature_weights(mine)[0] if len(mine) >= MIN_CONTEXT_CASES else weights)
+    return np.stack(rows).astype(np.float32)
+
+
 def rank_scores(model: LlaraForCandidateScoring, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     return model(**inputs).scores
@@ -424,7 +450,7 @@ class Prepared:
     stage: Stage  # fitted on every training playlist (served)
     train_cases: list[RankCase]
     valid_cases: list[RankCase]
-    feature_weights: np.ndarray  # the feature head's start (tune_feature_weights on train_cases)
+    feature_weights: np.ndarray  # the feature head's start (tune_context_weights on train_cases)
     seconds: dict[str, float]
     feedback_cases: int = 0  # of train_cases, from listeners' feedback (before repeats)
 
@@ -443,7 +469,7 @@ class Prepared:
             )
 
         train_cases = [again(folds[rc.fold], rc) for rc in self.train_cases]
-        weights, _ = tune_feature_weights(train_cases)
+        weights = tune_context_weights(train_cases)
         seconds = {**self.seconds, "without_behavior": time.perf_counter() - t}
         return dataclasses.replace(
             self,
@@ -659,7 +685,7 @@ def _prepare(
         rc.queries = rc.queries @ rotations[rc.fold]
     seconds["stage_full"] = time.perf_counter() - t
     t = time.perf_counter()
-    weights, _ = tune_feature_weights(train_cases)
+    weights = tune_context_weights(train_cases)
     seconds["feature_weights"] = time.perf_counter() - t
     return Prepared(fold_stages, stage, train_cases, valid_cases, weights, seconds)
 
@@ -919,6 +945,7 @@ def _lora(model: LlaraForCandidateScoring, r: int):
     # the gate between the decoder's interaction score and the feature blend: what a dislike of
     # one track in one context can move (the feature head alone ranks every context alike)
     peft_model.base_model.model.interaction.requires_grad_(True)
+    peft_model.base_model.model.feature_context.requires_grad_(True)
     return peft_model
 
 
@@ -935,9 +962,10 @@ def train_ranker(
     """Curriculum training with early stopping on validation NDCG; tracked in MLflow.
 
     ``init`` (a previous ranker) is fine-tuned instead of a new one (LoRA when
-    ``config.lora_r > 0``); a new one starts its feature head at ``feature_weights``
-    (:func:`tune_feature_weights` on ``train_cases`` when None). On a CUDA device training runs
-    there in bfloat16 autocast.
+    ``config.lora_r > 0``); a new one starts as the blend of the retrieval features per
+    seed-count context, ``feature_weights`` (:func:`tune_context_weights` on ``train_cases``
+    when None): its feature head is context 0's blend, its ``feature_context`` steps the rest.
+    On a CUDA device training runs there in bfloat16 autocast.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 5])
@@ -970,11 +998,13 @@ def train_ranker(
     )
     model = LlaraForCandidateScoring(rconf)
     if feature_weights is None:
-        feature_weights, _ = tune_feature_weights(train_cases)
-    weights = np.asarray(feature_weights, dtype=np.float32)
-    with torch.no_grad():  # start from the best linear blend of the sources
-        model.feature_head.weight.copy_(torch.from_numpy(10.0 * weights)[None])
+        feature_weights = tune_context_weights(train_cases)
+    weights = torch.from_numpy(10.0 * np.asarray(feature_weights, dtype=np.float32))
+    with torch.no_grad():  # start from the best linear blends of the sources
+        model.feature_head.weight.copy_(weights[0][None])
         model.feature_head.bias.zero_()
+        steps = model.feature_context[rconf.hidden_size : rconf.hidden_size + len(CONTEXT_STEPS)]
+        steps.copy_(weights[1:] - weights[:-1])  # the context code is a thermometer
     return _fit_ranker(
         model,
         (fold_stages, stage, train_cases, valid_cases),
@@ -1024,7 +1054,8 @@ def _fit_ranker(
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # the feature head learns fast; so does the interaction gate when fine-tuning (a LoRA run
     # is short, and the gate is what lets the decoder act on feedback at all)
-    fast = ("feature_head",) if mode == "new" else ("feature_head", "interaction")
+    fast = ("feature_head", "feature_context")
+    fast += () if mode == "new" else ("interaction",)
     head = [p for n, p in trainable if any(f in n for f in fast)]
     rest = [p for n, p in trainable if not any(f in n for f in fast)]
     # a fine-tune moves everything at finetune_lr: the feature head's 1e-2 from scratch is

@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModel
 
 from llarapp.models.llara.configuration_llara import LlaraConfig
 from llarapp.models.llara.modeling_llara import (
+    CONTEXT_STEPS,
     INPUT_NAMES,
     MASKED_SCORE,
     LlaraForCandidateScoring,
@@ -24,6 +25,7 @@ AutoConfig.register(LlaraConfig.model_type, LlaraConfig, exist_ok=True)
 AutoModel.register(LlaraConfig, LlaraModel, exist_ok=True)
 
 __all__ = [
+    "CONTEXT_STEPS",
     "INPUT_NAMES",
     "MASKED_SCORE",
     "LlaraConfig",

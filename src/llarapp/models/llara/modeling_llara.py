@@ -17,10 +17,14 @@ padded / absent keys, and a SwiGLU MLP. Rotary positions count only the tokens p
 padding (more seed slots, an absent title) never shifts the relative positions the model sees.
 
 Candidates are hybrid item tokens too (the same, shared embedding module) mapped by a small MLP to
-``c``; ``score = g · (q · c) / sqrt(hidden_size) + feature_head(features)`` with ``g`` a
-learned gate; masked candidates get ``-1e4``. ``forward`` is tensor-in / tensor-out with no
-data-dependent Python control flow, so it exports to ONNX with dynamic batch / seed / candidate
-axes.
+``c``; ``score = g · (q · c) / sqrt(hidden_size) + (w + Δ) · features + b`` with ``g`` a
+learned gate, ``w, b`` the feature head and ``Δ = [q / sqrt(hidden_size), context] @
+feature_context`` the decoder's reweighting of the features for this playlist (``context``: how
+many seeds it has, by :data:`CONTEXT_STEPS`, and whether it has a title); masked candidates get
+``-1e4``. ``Δ`` depends on the playlist, never on a candidate's identity, so what the decoder
+learns there is which source to trust for what kind of request. ``forward`` is tensor-in /
+tensor-out with no data-dependent Python control flow, so it exports to ONNX with dynamic batch /
+seed / candidate axes.
 
 With ``config.backbone="minilm"`` the decoder blocks are replaced by the first
 ``num_hidden_layers`` layers of a BERT-family encoder (``BertLayer``, e.g. MiniLM's, copied in by
@@ -71,6 +75,12 @@ INPUT_NAMES = (
     "cand_features",
     "cand_mask",
 )
+
+#: Seed counts at which the context the feature reweighting reads steps up (``n >= t``, a
+#: thermometer code): the challenge's categories of 0, 1, 5, 10, 25 and 100 seeds (the ranker
+#: reads at most 50) each get their own code.
+CONTEXT_STEPS = (1, 2, 8, 16, 41)
+N_CONTEXT = len(CONTEXT_STEPS) + 1  # and whether the title is present
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,6 +428,8 @@ class LlaraPreTrainedModel(PreTrainedModel):
             init.normal_(module.query_embedding, mean=0.0, std=self.config.initializer_range)
         elif isinstance(module, LlaraRotaryEmbedding):
             init.copy_(module.inv_freq, LlaraRotaryEmbedding.compute_inv_freq(module.config))
+        elif isinstance(module, LlaraForCandidateScoring):
+            init.zeros_(module.feature_context)  # start (or load a ranker without it) as the head
 
 
 class LlaraModel(LlaraPreTrainedModel):
@@ -612,6 +624,10 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
         self.score_scale = 1.0 / math.sqrt(config.hidden_size)
         # learned gate on the transformer term; not a module, so _init_weights leaves it be
         self.interaction = nn.Parameter(torch.full((1,), float(config.interaction_init)))
+        # the decoder's reweighting of the features per playlist (zero: the feature head alone)
+        self.feature_context = nn.Parameter(
+            torch.zeros(config.hidden_size + N_CONTEXT, config.n_features)
+        )
 
         self.post_init()
 
@@ -682,8 +698,9 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
         seed_use_behavior: torch.Tensor,
         seed_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """``(B, H)``: the decoder's QUERY token for each playlist (arguments as ``forward``)."""
-        return self.model(
+        """``(B, H + N_CONTEXT)``: the decoder's QUERY token for each playlist, then the
+        playlist's context code (how many seeds, whether titled; arguments as ``forward``)."""
+        q = self.model(
             title_vec,
             title_mask,
             seed_text,
@@ -692,6 +709,10 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
             seed_mask,
             return_dict=True,
         ).last_hidden_state[:, -1, :]
+        n_seeds = seed_mask.to(q.dtype).sum(dim=-1, keepdim=True)  # (B, 1)
+        steps = torch.tensor(CONTEXT_STEPS, dtype=q.dtype, device=q.device)
+        context = torch.cat([(n_seeds >= steps).to(q.dtype), title_mask.to(q.dtype)[:, None]], -1)
+        return torch.cat([q, context], dim=-1)
 
     def candidate_vectors(
         self,
@@ -712,10 +733,15 @@ class LlaraForCandidateScoring(LlaraPreTrainedModel):
         cand_features: torch.Tensor,
         cand_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """``(B, N)`` scores from ``query`` ``(B, H)`` and ``cand_vectors`` ``(B, N, H)``."""
-        scores = torch.matmul(cand_vectors, query[:, :, None])[..., 0] * self.score_scale
+        """``(B, N)`` scores from ``query`` ``(B, H + N_CONTEXT)`` (:meth:`query_vectors`) and
+        ``cand_vectors`` ``(B, N, H)``."""
+        q = query[:, : self.config.hidden_size]
+        scores = torch.matmul(cand_vectors, q[:, :, None])[..., 0] * self.score_scale
         scores = scores * self.interaction
         scores = scores + self.feature_head(cand_features)[..., 0]  # (B, N)
+        reading = torch.cat([q * self.score_scale, query[:, self.config.hidden_size :]], dim=-1)
+        reweight = reading @ self.feature_context  # (B, F)
+        scores = scores + torch.matmul(cand_features, reweight[:, :, None])[..., 0]
         return scores.masked_fill(cand_mask <= 0, MASKED_SCORE)
 
 
@@ -765,8 +791,10 @@ def hard_negative_loss(
 
 
 __all__ = [
+    "CONTEXT_STEPS",
     "INPUT_NAMES",
     "MASKED_SCORE",
+    "N_CONTEXT",
     "LlaraForCandidateScoring",
     "LlaraModel",
     "LlaraPreTrainedModel",
