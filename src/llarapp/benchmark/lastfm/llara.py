@@ -726,6 +726,10 @@ class LlaraLastFMScorer:
             **sizes,
         )
         model = LlaraForCandidateScoring(config)
+        # the per-seed-count reweighting is the MPD ranker's (its blends are tuned per context);
+        # here it stays at zero and the feature head alone blends, as the LastFM figures were
+        # measured
+        model.feature_context.requires_grad_(False)
         if c.backbone == "minilm":
             load_minilm_backbone(model.model, model_path())
             _freeze_backbone(model, c.lora_r)
